@@ -1,0 +1,28 @@
+"""Short request ids from OpenTelemetry traces in every log line of an aiohttp server."""
+
+from ._context import REQUEST_ID_KEY, current_request_id, current_trace_id, request_id
+from ._ids import request_id_from_span_id
+from ._version import __version__
+from .access_log import RequestIdAccessLogger
+from .middleware import RequestIdMiddleware
+from .records import (
+    LOG_FORMAT,
+    RequestIdFilter,
+    install_record_factory,
+    uninstall_record_factory,
+)
+
+__all__ = [
+    "LOG_FORMAT",
+    "REQUEST_ID_KEY",
+    "RequestIdAccessLogger",
+    "RequestIdFilter",
+    "RequestIdMiddleware",
+    "__version__",
+    "current_request_id",
+    "current_trace_id",
+    "install_record_factory",
+    "request_id",
+    "request_id_from_span_id",
+    "uninstall_record_factory",
+]

@@ -1,0 +1,81 @@
+"""Shared fixtures: a real SDK with an in-memory exporter, and clean logging state."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.util._once import Once
+
+from otel_reqid_logging import records
+
+pytest_plugins = ["tests.tools"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Leave the record factory, the root logger and our factory state as they were."""
+    factory = logging.getLogRecordFactory()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    outside = dict(records.OUTSIDE_REQUEST)
+    yield
+    logging.setLogRecordFactory(factory)
+    records._installed = None
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    records.OUTSIDE_REQUEST.update(outside)
+
+
+@pytest.fixture(autouse=True)
+def _restore_tracer_provider() -> Iterator[None]:
+    """Let a test set the global tracer provider, and take it back afterwards."""
+    yield
+    # The API allows setting the global provider once per process; tests reset that.
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace._TRACER_PROVIDER = None
+
+
+class LineCollector(logging.Handler):
+    """Keeps every record, and the line it formats to with the library's LOG_FORMAT."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter(records.LOG_FORMAT))
+        self.records: list[logging.LogRecord] = []
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture
+def log_lines() -> LineCollector:
+    """Install the record factory and collect every record of every logger at DEBUG."""
+    collector = LineCollector()
+    root = logging.getLogger()
+    root.addHandler(collector)
+    root.setLevel(logging.DEBUG)
+    records.install_record_factory()
+    return collector
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    """Collect the spans a test's provider finishes."""
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def provider(exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
+    """A real SDK tracer provider exporting synchronously to ``exporter``."""
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield tracer_provider
+    tracer_provider.shutdown()

@@ -1,0 +1,440 @@
+"""RequestIdMiddleware on real aiohttp servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+
+import pytest
+from aiohttp import WSMsgType, web
+from aiohttp.test_utils import TestClient
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import SpanKind, StatusCode
+from pytest_aiohttp import AiohttpClient
+
+from otel_reqid_logging import (
+    REQUEST_ID_KEY,
+    RequestIdMiddleware,
+    current_request_id,
+    current_trace_id,
+    request_id_from_span_id,
+)
+from otel_reqid_logging._ids import ALPHABET
+from tests.conftest import LineCollector
+
+log = logging.getLogger("tests.app")
+ID_RE = re.compile(f"[{ALPHABET}]{{8}}")
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+async def hello(request: web.Request) -> web.Response:
+    log.info("hello from %s", request.match_info.get("name", "nobody"))
+    return web.json_response({"request_id": current_request_id(), "trace_id": current_trace_id()})
+
+
+def make_app(*middlewares: RequestIdMiddleware) -> web.Application:
+    app = web.Application(middlewares=list(middlewares))
+    app.router.add_get("/hello/{name}", hello)
+    return app
+
+
+async def test_own_span_carries_request_id(
+    aiohttp_client: AiohttpClient, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """With no outer span, the middleware starts one SERVER span named after the route."""
+    client = await aiohttp_client(make_app(RequestIdMiddleware(tracer_provider=provider)))
+    response = await client.get("/hello/ann?q=1", headers={"User-Agent": "probe"})
+    body = await response.json()
+
+    (span,) = exporter.get_finished_spans()
+    assert span.kind is SpanKind.SERVER
+    assert span.name == "GET /hello/{name}"
+    context = span.get_span_context()
+    assert context is not None
+    short_id = request_id_from_span_id(context.span_id)
+    assert ID_RE.fullmatch(short_id)
+    assert response.headers["X-Request-ID"] == short_id == body["request_id"]
+    assert body["trace_id"] == format(context.trace_id, "032x")
+    attributes = dict(span.attributes or {})
+    assert attributes["request.id"] == short_id
+    assert attributes["http.request.method"] == "GET"
+    assert attributes["http.route"] == "/hello/{name}"
+    assert attributes["url.path"] == "/hello/ann"
+    assert attributes["http.response.status_code"] == 200
+    assert attributes["user_agent.original"] == "probe"
+    assert span.status.status_code is StatusCode.UNSET
+
+
+async def test_incoming_traceparent_continues_the_trace(
+    aiohttp_client: AiohttpClient, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """A valid traceparent makes the server span a child of the caller's span."""
+    client = await aiohttp_client(make_app(RequestIdMiddleware(tracer_provider=provider)))
+    response = await client.get("/hello/bo", headers={"traceparent": TRACEPARENT})
+    body = await response.json()
+    (span,) = exporter.get_finished_spans()
+    assert body["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert span.parent is not None
+    assert span.parent.span_id == 0x00F067AA0BA902B7
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        "garbage",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01x",
+    ],
+)
+async def test_malformed_traceparent_starts_a_new_trace(
+    aiohttp_client: AiohttpClient,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    traceparent: str,
+) -> None:
+    """An invalid traceparent is ignored: the request gets a new trace of its own."""
+    client = await aiohttp_client(make_app(RequestIdMiddleware(tracer_provider=provider)))
+    response = await client.get("/hello/x", headers={"traceparent": traceparent})
+    assert response.status == 200
+    body = await response.json()
+    (span,) = exporter.get_finished_spans()
+    assert span.parent is None
+    assert body["trace_id"] not in {"0" * 32, "4bf92f3577b34da6a3ce929d0e0e4736"}
+
+
+async def test_ids_without_sdk(aiohttp_client: AiohttpClient, log_lines: LineCollector) -> None:
+    """With only the OpenTelemetry API, every request still gets valid, distinct ids."""
+    client = await aiohttp_client(make_app(RequestIdMiddleware()))
+    bodies = [await (await client.get(f"/hello/{n}")).json() for n in range(20)]
+    assert len({b["request_id"] for b in bodies}) == 20
+    assert len({b["trace_id"] for b in bodies}) == 20
+    for body in bodies:
+        assert ID_RE.fullmatch(body["request_id"])
+        assert re.fullmatch("[0-9a-f]{32}", body["trace_id"])
+        assert body["trace_id"] != "0" * 32
+    sampled = {vars(r)["trace_sampled"] for r in log_lines.records if r.name == "tests.app"}
+    assert sampled == {False}
+
+
+async def test_ids_without_sdk_keep_the_callers_trace(aiohttp_client: AiohttpClient) -> None:
+    """With only the API, a caller's trace id is kept and the request id is new."""
+    client = await aiohttp_client(make_app(RequestIdMiddleware()))
+    body = await (await client.get("/hello/a", headers={"traceparent": TRACEPARENT})).json()
+    assert body["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert body["request_id"] != request_id_from_span_id(0x00F067AA0BA902B7)
+
+
+async def test_unsampled_request_is_marked(
+    aiohttp_client: AiohttpClient, exporter: InMemorySpanExporter, log_lines: LineCollector
+) -> None:
+    """An unsampled trace still yields ids; records say it was not sampled."""
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    client = await aiohttp_client(make_app(RequestIdMiddleware(tracer_provider=provider)))
+    response = await client.get("/hello/u")
+    body = await response.json()
+    assert exporter.get_finished_spans() == ()
+    assert ID_RE.fullmatch(body["request_id"])
+    assert response.headers["X-Request-ID"] == body["request_id"]
+    (record,) = [r for r in log_lines.records if r.name == "tests.app"]
+    assert vars(record)["request_id"] == body["request_id"]
+    assert vars(record)["trace_sampled"] is False
+    assert vars(record)["otelTraceSampled"] is False
+
+
+async def test_applied_twice_and_in_subapps_works_once(
+    aiohttp_client: AiohttpClient, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """Two instances on one app and one on a sub-application make one span, one id."""
+    sub = make_app(RequestIdMiddleware(tracer_provider=provider))
+    app = make_app(
+        RequestIdMiddleware(tracer_provider=provider), RequestIdMiddleware(tracer_provider=provider)
+    )
+    app.add_subapp("/sub", sub)
+    client = await aiohttp_client(app)
+    for path in ("/hello/a", "/sub/hello/b"):
+        response = await client.get(path)
+        body = await response.json()
+        assert response.headers.getall("X-Request-ID") == [body["request_id"]]
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 2
+    assert [s.name for s in spans] == ["GET /hello/{name}", "GET /sub/hello/{name}"]
+
+
+async def test_header_name_can_change_or_be_off(
+    aiohttp_client: AiohttpClient, provider: TracerProvider
+) -> None:
+    """The response header's name is configurable, and None sends no header."""
+    renamed = await aiohttp_client(
+        make_app(RequestIdMiddleware(tracer_provider=provider, header_name="Trace-Ref"))
+    )
+    response = await renamed.get("/hello/r")
+    assert response.headers["Trace-Ref"] == (await response.json())["request_id"]
+    assert "X-Request-ID" not in response.headers
+    silent = await aiohttp_client(
+        make_app(RequestIdMiddleware(tracer_provider=provider, header_name=None))
+    )
+    response = await silent.get("/hello/s")
+    assert "X-Request-ID" not in response.headers
+    assert "Trace-Ref" not in response.headers
+
+
+async def test_request_keys(aiohttp_client: AiohttpClient) -> None:
+    """The handler finds the id under REQUEST_ID_KEY."""
+    seen: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request[REQUEST_ID_KEY])
+        return web.Response(text="ok")
+
+    app = web.Application(middlewares=[RequestIdMiddleware()])
+    app.router.add_get("/", handler)
+    client = await aiohttp_client(app)
+    response = await client.get("/")
+    assert seen == [response.headers["X-Request-ID"]]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"id_length": 3}, "id_length must be between 4 and 12, got 3"),
+        ({"id_length": 13}, "id_length must be between 4 and 12, got 13"),
+        ({"max_incoming_id_length": 0}, "max_incoming_id_length must be between 1 and 1024"),
+        ({"adopt_incoming_id": True, "header_name": None}, "adopt_incoming_id needs"),
+    ],
+)
+def test_bad_options_are_refused(kwargs: dict[str, object], message: str) -> None:
+    """Options out of range fail at construction, with a message naming the option."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        RequestIdMiddleware(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_id_length_option(aiohttp_client: AiohttpClient) -> None:
+    """id_length sets the length of derived ids."""
+    client = await aiohttp_client(make_app(RequestIdMiddleware(id_length=12)))
+    body = await (await client.get("/hello/l")).json()
+    assert re.fullmatch(f"[{ALPHABET}]{{12}}", body["request_id"])
+
+
+async def test_incoming_id_ignored_by_default(aiohttp_client: AiohttpClient) -> None:
+    """A client's X-Request-ID is not adopted unless asked for."""
+    client = await aiohttp_client(make_app(RequestIdMiddleware()))
+    response = await client.get("/hello/i", headers={"X-Request-ID": "client-chosen"})
+    assert response.headers["X-Request-ID"] != "client-chosen"
+
+
+@pytest.mark.parametrize(
+    ("incoming", "adopted"),
+    [
+        ("abc-123.XYZ_9", True),
+        ("a" * 64, True),
+        ("a" * 65, False),
+        ("] ERROR [req:admin]", False),
+        ("has space", False),
+        ("\u00e9t\u00e9", False),
+    ],
+)
+async def test_incoming_id_adopted_only_when_allowed(
+    aiohttp_client: AiohttpClient, log_lines: LineCollector, incoming: str, adopted: bool
+) -> None:
+    """With adoption on, only allowlisted ids are kept; others never reach a log line."""
+    client = await aiohttp_client(make_app(RequestIdMiddleware(adopt_incoming_id=True)))
+    response = await client.get("/hello/i", headers={"X-Request-ID": incoming})
+    body = await response.json()
+    if adopted:
+        assert body["request_id"] == incoming
+    else:
+        assert ID_RE.fullmatch(body["request_id"])
+        assert not any(incoming in line for line in log_lines.lines)
+    assert response.headers["X-Request-ID"] == body["request_id"]
+
+
+async def test_unhandled_exception(
+    aiohttp_client: AiohttpClient,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    log_lines: LineCollector,
+) -> None:
+    """A crash is logged with the ids, marks the span failed, and gives a 500 with the id."""
+
+    async def crash(request: web.Request) -> web.Response:
+        log.info("about to fail")
+        raise ZeroDivisionError("boom")
+
+    app = web.Application(middlewares=[RequestIdMiddleware(tracer_provider=provider)])
+    app.router.add_get("/crash", crash)
+    client = await aiohttp_client(app)
+    response = await client.get("/crash")
+    assert response.status == 500
+    short_id = response.headers["X-Request-ID"]
+    (error,) = [r for r in log_lines.records if r.levelno == logging.ERROR]
+    assert vars(error)["request_id"] == short_id
+    assert error.exc_info is not None
+    error_line = next(line for line in log_lines.lines if "Unhandled exception" in line)
+    assert f"[req:{short_id} trace:" in error_line
+    assert "ZeroDivisionError: boom" in error_line
+    (span,) = exporter.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert dict(span.attributes or {})["http.response.status_code"] == 500
+    assert [e.name for e in span.events] == ["exception"]
+
+
+async def test_http_exception_passes_through(
+    aiohttp_client: AiohttpClient, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """An HTTPException reaches the client unchanged, with the request id header added."""
+
+    async def missing(request: web.Request) -> web.Response:
+        raise web.HTTPNotFound(text="no such thing", headers={"X-Extra": "kept"})
+
+    app = web.Application(middlewares=[RequestIdMiddleware(tracer_provider=provider)])
+    app.router.add_get("/missing", missing)
+    client = await aiohttp_client(app)
+    response = await client.get("/missing")
+    assert response.status == 404
+    assert await response.text() == "no such thing"
+    assert response.headers["X-Extra"] == "kept"
+    assert ID_RE.fullmatch(response.headers["X-Request-ID"])
+    (span,) = exporter.get_finished_spans()
+    assert span.status.status_code is StatusCode.UNSET
+    assert dict(span.attributes or {})["http.response.status_code"] == 404
+
+
+async def test_unrouted_path_gets_ids(
+    aiohttp_client: AiohttpClient, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """A path no route matches still gets a span named after the method, and the header."""
+    client = await aiohttp_client(make_app(RequestIdMiddleware(tracer_provider=provider)))
+    response = await client.get("/nowhere")
+    assert response.status == 404
+    assert ID_RE.fullmatch(response.headers["X-Request-ID"])
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "GET"
+
+
+async def test_streaming_and_websocket_keep_ids(
+    aiohttp_client: AiohttpClient, log_lines: LineCollector
+) -> None:
+    """Streaming and WebSocket handlers see their ids for their whole life."""
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for n in range(3):
+            await asyncio.sleep(0.01)
+            log.info("chunk %d", n)
+            await response.write(f"{current_request_id()}\n".encode())
+        await response.write_eof()
+        return response
+
+    async def socket(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for message in ws:
+            log.info("ws got %s", message.data)
+            await ws.send_str(f"{current_request_id()} {current_trace_id()}")
+        return ws
+
+    app = web.Application(middlewares=[RequestIdMiddleware()])
+    app.router.add_get("/stream", stream)
+    app.router.add_get("/ws", socket)
+    client: TestClient[web.Request, web.Application] = await aiohttp_client(app)
+
+    response = await client.get("/stream")
+    chunks = (await response.text()).split()
+    assert len(chunks) == 3
+    assert len(set(chunks)) == 1
+    assert ID_RE.fullmatch(chunks[0])
+
+    async with client.ws_connect("/ws") as ws:
+        replies = []
+        for word in ("one", "two"):
+            await ws.send_str(word)
+            message = await ws.receive()
+            assert message.type is WSMsgType.TEXT
+            replies.append(message.data)
+    assert replies[0] == replies[1]
+    ws_id = replies[0].split()[0]
+    assert ws_id != chunks[0]
+    ws_records = [r for r in log_lines.records if r.getMessage().startswith("ws got")]
+    assert [vars(r)["request_id"] for r in ws_records] == [ws_id, ws_id]
+    chunk_records = [r for r in log_lines.records if r.getMessage().startswith("chunk")]
+    assert {vars(r)["request_id"] for r in chunk_records} == {chunks[0]}
+
+
+async def test_spawned_tasks_inherit_and_context_is_reset(aiohttp_client: AiohttpClient) -> None:
+    """Tasks started in a request see its ids; after the request the ContextVars are None."""
+    seen: list[tuple[str | None, str | None]] = []
+    after: list[str | None] = []
+
+    async def child() -> None:
+        await asyncio.sleep(0)
+        seen.append((current_request_id(), current_trace_id()))
+
+    async def handler(request: web.Request) -> web.Response:
+        await asyncio.gather(asyncio.create_task(child()), asyncio.to_thread(lambda: None))
+        await asyncio.create_task(child())
+        return web.Response(text=current_request_id() or "")
+
+    async def probe(app: web.Application) -> None:
+        after.append(current_request_id())
+
+    app = web.Application(middlewares=[RequestIdMiddleware()])
+    app.router.add_get("/", handler)
+    app.on_response_prepare.append(lambda request, response: probe(request.app))
+    client = await aiohttp_client(app)
+    response = await client.get("/")
+    short_id = await response.text()
+    assert [s[0] for s in seen] == [short_id, short_id]
+    assert after == [None]
+    assert current_request_id() is None
+    assert current_trace_id() is None
+
+
+async def test_concurrent_requests_never_mix(
+    aiohttp_client: AiohttpClient,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    log_lines: LineCollector,
+) -> None:
+    """500 concurrent requests: every log line's ids match its response and its span."""
+
+    async def slow(request: web.Request) -> web.Response:
+        n = request.match_info["n"]
+        log.info("start %s", n)
+        await asyncio.sleep(0.001 * (int(n) % 7))
+        log.info("end %s", n)
+        return web.Response(text=n)
+
+    app = web.Application(middlewares=[RequestIdMiddleware(tracer_provider=provider)])
+    app.router.add_get("/slow/{n}", slow)
+    client = await aiohttp_client(app)
+
+    async def call(n: int) -> tuple[int, str]:
+        response = await client.get(f"/slow/{n}")
+        assert await response.text() == str(n)
+        return n, response.headers["X-Request-ID"]
+
+    results = dict(await asyncio.gather(*(call(n) for n in range(500))))
+    assert len(set(results.values())) == 500
+
+    spans = {dict(s.attributes or {})["request.id"]: s for s in exporter.get_finished_spans()}
+    assert set(spans) == set(results.values())
+    line_re = re.compile(r"\[req:(\S+) trace:([0-9a-f]{32})\] (start|end) (\d+)$")
+    checked = 0
+    for line in log_lines.lines:
+        match = line_re.search(line)
+        if match is None:
+            continue
+        short_id, trace_id, _, n = match.groups()
+        assert short_id == results[int(n)]
+        context = spans[short_id].get_span_context()
+        assert context is not None
+        assert trace_id == format(context.trace_id, "032x")
+        checked += 1
+    assert checked == 1000
