@@ -4,6 +4,7 @@ from ._context import REQUEST_ID_KEY, current_request_id, current_trace_id, requ
 from ._ids import request_id_from_span_id
 from ._version import __version__
 from .access_log import RequestIdAccessLogger
+from .instrumentor import RequestIdInstrumentor
 from .middleware import RequestIdMiddleware
 from .records import (
     LOG_FORMAT,
@@ -17,6 +18,7 @@ __all__ = [
     "REQUEST_ID_KEY",
     "RequestIdAccessLogger",
     "RequestIdFilter",
+    "RequestIdInstrumentor",
     "RequestIdMiddleware",
     "__version__",
     "current_request_id",

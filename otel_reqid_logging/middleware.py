@@ -101,13 +101,16 @@ class RequestIdMiddleware:
         self._sentry_scope = _sentry.scope_factory(sentry)
         self._named_provider: object = None
         self._service_name = ""
+        # Switched off by the instrumentor when an app it wired is uninstrumented while
+        # running: aiohttp's middleware list cannot change once the app is frozen.
+        self.enabled = True
 
     def __repr__(self) -> str:
         return f"<RequestIdMiddleware header_name={self.header_name!r} id_length={self.id_length}>"
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Run one request inside its span and its ids."""
-        if REQUEST_IDS_KEY in request:
+        if not self.enabled or REQUEST_IDS_KEY in request:
             return await handler(request)
 
         current = trace.get_current_span()
@@ -229,6 +232,19 @@ class RequestIdMiddleware:
             set_service_name(self._service_name)
             self._named_provider = provider
         return self._service_name
+
+    async def on_response_prepare(
+        self, request: web.BaseRequest, response: web.StreamResponse
+    ) -> None:
+        """Send the header on responses prepared inside the handler (streams, WebSockets).
+
+        An ``on_response_prepare`` signal handler; ``instrument_app`` registers it.
+        """
+        ids = request.get(REQUEST_IDS_KEY)
+        name = self.header_name
+        # `response.prepared` is already true here, but the headers are not sent yet.
+        if ids is not None and self.enabled and name is not None and name not in response.headers:
+            response.headers[name] = ids.request_id
 
     def _add_header(self, response: web.StreamResponse, short_id: str) -> None:
         """Put the request id header on a response whose headers can still change."""

@@ -1,0 +1,179 @@
+"""RequestIdInstrumentor: turn the library on for the whole process, or for one app.
+
+Process-wide, it hooks ``Application.pre_freeze`` on aiohttp's own class, so every
+application gets the middleware when it starts, however it was imported or subclassed,
+and the middleware lands right after OpenTelemetry's aiohttp-server middleware when that
+one is present, so that one SERVER span serves both.
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from collections.abc import Callable, Collection
+from typing import Any, cast
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from aiohttp.web_log import AccessLogger
+from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
+    BaseInstrumentor,
+)
+
+from ._context import REQUEST_IDS_KEY, _ids, request_id
+from ._options import Options, resolve_options
+from ._patching import Patch
+from .middleware import RequestIdMiddleware
+from .records import install_record_factory, record_factory_installed, uninstall_record_factory
+
+__all__ = ["RequestIdInstrumentor"]
+
+_INSTRUMENTS = ("aiohttp >= 3.14",)
+_OTEL_AIOHTTP_SERVER = "opentelemetry.instrumentation.aiohttp_server"
+_MIDDLEWARE_KEY = web.AppKey("otel_reqid_logging.middleware", RequestIdMiddleware)
+
+
+def _is_otel_server_middleware(middleware: object) -> bool:
+    return getattr(middleware, "__module__", None) == _OTEL_AIOHTTP_SERVER
+
+
+def _outermost_only(otel_middleware: Any) -> Any:
+    """Wrap OpenTelemetry's middleware so it does nothing for a request already traced.
+
+    It sits on every application OpenTelemetry instruments, sub-applications included,
+    and would start a second SERVER span for a request routed into a sub-application.
+    Our middleware in the outer application has marked the request by then.
+    """
+
+    @functools.wraps(otel_middleware)
+    async def outermost_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if REQUEST_IDS_KEY in request:
+            return await handler(request)
+        return cast(web.StreamResponse, await otel_middleware(request, handler))
+
+    return outermost_only
+
+
+def _wire(app: web.Application, options: Options) -> RequestIdMiddleware:
+    """Put the middleware on a not yet frozen app once, in the right place."""
+    middlewares = app.middlewares
+    existing = [m for m in middlewares if isinstance(m, RequestIdMiddleware)]
+    ours = existing[0] if existing else options.make_middleware()
+    for duplicate in existing:
+        middlewares.remove(duplicate)
+    # Inside OpenTelemetry's middleware ours finds its span and reuses it; outside, a
+    # second SERVER span would be started.
+    position = 0
+    for index, other in enumerate(middlewares):
+        if _is_otel_server_middleware(other):
+            position = index + 1
+            if not hasattr(other, "__wrapped__"):
+                middlewares[index] = _outermost_only(other)
+    middlewares.insert(position, ours)
+    if _MIDDLEWARE_KEY not in app:
+        app.on_response_prepare.append(ours.on_response_prepare)
+    app[_MIDDLEWARE_KEY] = ours
+    return ours
+
+
+def _access_log_with_ids(
+    original: Callable[..., None], on: Callable[[], bool]
+) -> Callable[..., None]:
+    """Wrap ``AccessLogger.log`` so the record factory sees the request's ids."""
+
+    def log(
+        self: AccessLogger, request: web.BaseRequest, response: web.StreamResponse, time: float
+    ) -> None:
+        ids = request.get(REQUEST_IDS_KEY) if on() else None
+        if ids is None:
+            original(self, request, response, time)
+            return
+        ids_token = _ids.set(ids)
+        request_id_token = request_id.set(ids.request_id)
+        try:
+            original(self, request, response, time)
+        finally:
+            request_id.reset(request_id_token)
+            _ids.reset(ids_token)
+
+    return log
+
+
+class RequestIdInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Request ids for every aiohttp application, or for chosen ones.
+
+    ``instrument(**options)`` acts on every application that starts afterwards, installs
+    the record factory and makes aiohttp's access log carry the ids; ``uninstrument()``
+    undoes it. ``instrument_app(app, **options)`` and ``uninstrument_app(app)`` do the
+    same for one application. The options are those of ``Options``; environment
+    variables (``OTEL_REQID_*``) give defaults that explicit options override.
+    """
+
+    def __init__(self) -> None:
+        # BaseInstrumentor is a singleton: __init__ runs on every construction.
+        if not hasattr(self, "_pre_freeze"):
+            self._options = Options()
+            self._pre_freeze = Patch(web.Application, "pre_freeze", self._make_pre_freeze)
+            self._access_log = Patch(AccessLogger, "log", _access_log_with_ids)
+            self._wired: weakref.WeakSet[RequestIdMiddleware] = weakref.WeakSet()
+            self._owns_record_factory = False
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        """Name the packages this instrumentation works with (the ``instruments`` extra)."""
+        return _INSTRUMENTS
+
+    def _instrument(self, **kwargs: Any) -> None:
+        self._options = resolve_options(kwargs)
+        self._setup_logging(self._options)
+        self._pre_freeze.apply()
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        self._pre_freeze.remove()
+        self._access_log.remove()
+        for middleware in list(self._wired):
+            middleware.enabled = False
+        self._wired.clear()
+        if self._owns_record_factory:
+            uninstall_record_factory()
+            self._owns_record_factory = False
+
+    def instrument_app(self, app: web.Application, **options: Any) -> None:
+        """Give one application the middleware, and the process the log wiring."""
+        if app.frozen or app.pre_frozen:
+            raise RuntimeError(
+                "instrument_app() must be called before the application starts serving"
+            )
+        resolved = resolve_options(options)
+        self._setup_logging(resolved)
+        middleware = _wire(app, resolved)
+        middleware.enabled = True
+
+    def uninstrument_app(self, app: web.Application) -> None:
+        """Take the middleware off one application (a running one stops using it)."""
+        middleware = app.get(_MIDDLEWARE_KEY)
+        if middleware is None:
+            return
+        middleware.enabled = False
+        if not app.pre_frozen:
+            app.middlewares.remove(middleware)
+            app.on_response_prepare.remove(middleware.on_response_prepare)
+            del app[_MIDDLEWARE_KEY]
+
+    def _setup_logging(self, options: Options) -> None:
+        if options.record_factory and not record_factory_installed():
+            install_record_factory()
+            self._owns_record_factory = True
+        if options.access_log:
+            self._access_log.apply()
+
+    def _make_pre_freeze(
+        self, original: Callable[[web.Application], None], on: Callable[[], bool]
+    ) -> Callable[[web.Application], None]:
+        wired = self._wired
+
+        def pre_freeze(app: web.Application) -> None:
+            if on() and not app.pre_frozen and _MIDDLEWARE_KEY not in app:
+                wired.add(_wire(app, self._options))
+            original(app)
+
+        return pre_freeze

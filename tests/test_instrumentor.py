@@ -1,0 +1,276 @@
+"""RequestIdInstrumentor, process-wide and per app, alone and beside OpenTelemetry's own."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from importlib.metadata import requires
+
+import pytest
+from aiohttp import ClientSession, web
+from aiohttp.typedefs import Handler
+from aiohttp.web import Application  # bound before instrument(), on purpose
+from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
+from opentelemetry.instrumentation.logging import LoggingInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from pytest_aiohttp import AiohttpServer
+
+from otel_reqid_logging import RequestIdInstrumentor, RequestIdMiddleware, current_request_id
+from otel_reqid_logging._options import resolve_options
+from otel_reqid_logging.records import record_factory_installed
+from tests.conftest import LineCollector
+
+log = logging.getLogger("tests.app")
+# OpenTelemetry's aiohttp-server instrumentation subclasses web.Application, which aiohttp
+# discourages with a DeprecationWarning; that warning is theirs, not ours.
+otel_subclass_warning = pytest.mark.filterwarnings(
+    "ignore:Inheritance class _InstrumentedApplication:DeprecationWarning"
+)
+
+
+async def hello(request: web.Request) -> web.Response:
+    log.info("hello")
+    return web.Response(text=current_request_id() or "none")
+
+
+def app_with_routes(app: web.Application) -> web.Application:
+    app.router.add_get("/", hello)
+    return app
+
+
+async def fetch(server_url: str) -> tuple[str, str | None]:
+    async with ClientSession() as session, session.get(server_url) as response:
+        return await response.text(), response.headers.get("X-Request-ID")
+
+
+@pytest.fixture
+def instrumentor() -> Iterator[RequestIdInstrumentor]:
+    """The process-wide instrumentor, uninstrumented after the test whatever happens."""
+    instance = RequestIdInstrumentor()
+    yield instance
+    if instance.is_instrumented_by_opentelemetry:
+        instance.uninstrument()
+
+
+@pytest.fixture
+def otel_server(provider: TracerProvider) -> Iterator[AioHttpServerInstrumentor]:
+    """OpenTelemetry's aiohttp-server instrumentor, taken off after the test."""
+    instance = AioHttpServerInstrumentor()
+    yield instance
+    if instance.is_instrumented_by_opentelemetry:
+        instance.uninstrument()
+
+
+def server_spans(exporter: InMemorySpanExporter) -> list[str]:
+    return [s.name for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+
+
+async def test_instrument_reaches_apps_made_afterwards(
+    instrumentor: RequestIdInstrumentor, aiohttp_server: AiohttpServer
+) -> None:
+    """Apps built from a pre-imported Application, with a tuple of middlewares, get ids."""
+    instrumentor.instrument()
+
+    @web.middleware
+    async def passthrough(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await handler(request)
+
+    app = app_with_routes(Application(middlewares=(passthrough,)))
+    server = await aiohttp_server(app)
+    body, header = await fetch(str(server.make_url("/")))
+    assert header is not None
+    assert body == header
+    assert sum(isinstance(m, RequestIdMiddleware) for m in app.middlewares) == 1
+
+
+async def test_instrument_covers_access_log_and_records(
+    instrumentor: RequestIdInstrumentor,
+    aiohttp_server: AiohttpServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With no other change, the handler's lines and aiohttp's access line carry the ids."""
+    caplog.set_level(logging.INFO)
+    instrumentor.instrument()
+    assert record_factory_installed()
+    server = await aiohttp_server(app_with_routes(web.Application()))
+    _, header = await fetch(str(server.make_url("/")))
+    handled = next(r for r in caplog.records if r.name == "tests.app")
+    access = next(r for r in caplog.records if r.name == "aiohttp.access")
+    assert vars(handled)["request_id"] == vars(access)["request_id"] == header
+    assert vars(handled)["trace_id"] == vars(access)["trace_id"]
+
+
+async def test_uninstrument_undoes_everything(
+    instrumentor: RequestIdInstrumentor,
+    aiohttp_server: AiohttpServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After uninstrument(), new apps get nothing, running ones stop, the factory is gone."""
+    caplog.set_level(logging.INFO)
+    factory = logging.getLogRecordFactory()
+    original_pre_freeze = web.Application.pre_freeze
+    instrumentor.instrument()
+    running = await aiohttp_server(app_with_routes(web.Application()))
+    assert (await fetch(str(running.make_url("/"))))[1] is not None
+    instrumentor.uninstrument()
+    assert web.Application.pre_freeze is original_pre_freeze
+    assert logging.getLogRecordFactory() is factory
+    fresh = await aiohttp_server(app_with_routes(web.Application()))
+    for server in (running, fresh):
+        body, header = await fetch(str(server.make_url("/")))
+        assert (body, header) == ("none", None)
+
+
+async def test_subapps_get_one_id(
+    instrumentor: RequestIdInstrumentor,
+    aiohttp_server: AiohttpServer,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+) -> None:
+    """A request routed into a sub-application gets one span and one id."""
+    instrumentor.instrument(tracer_provider=provider)
+    app = app_with_routes(web.Application())
+    app.add_subapp("/sub", app_with_routes(web.Application()))
+    server = await aiohttp_server(app)
+    body, header = await fetch(str(server.make_url("/sub/")))
+    assert body == header
+    assert server_spans(exporter) == ["GET /sub/"]
+
+
+async def test_instrument_app_and_uninstrument_app(
+    aiohttp_server: AiohttpServer, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """instrument_app acts on one app only; uninstrument_app takes it off again."""
+    instrumentor = RequestIdInstrumentor()
+    chosen = app_with_routes(web.Application())
+    other = app_with_routes(web.Application())
+    instrumentor.instrument_app(chosen, tracer_provider=provider, header_name="X-Ref")
+    instrumentor.instrument_app(chosen, tracer_provider=provider, header_name="X-Ref")
+    assert sum(isinstance(m, RequestIdMiddleware) for m in chosen.middlewares) == 1
+    chosen_server = await aiohttp_server(chosen)
+    other_server = await aiohttp_server(other)
+    async with ClientSession() as session:
+        async with session.get(chosen_server.make_url("/")) as response:
+            assert response.headers["X-Ref"] == await response.text()
+        async with session.get(other_server.make_url("/")) as response:
+            assert await response.text() == "none"
+    assert server_spans(exporter) == ["GET /"]
+    instrumentor.uninstrument_app(chosen)
+    body, _ = await fetch(str(chosen_server.make_url("/")))
+    assert body == "none"
+    with pytest.raises(RuntimeError, match="before the application starts"):
+        instrumentor.instrument_app(chosen)
+
+
+async def test_streaming_response_gets_header_through_signal(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """With instrument_app, a handler that prepares its own response still sends the header."""
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write((current_request_id() or "").encode())
+        return response
+
+    app = web.Application()
+    app.router.add_get("/", stream)
+    RequestIdInstrumentor().instrument_app(app)
+    server = await aiohttp_server(app)
+    body, header = await fetch(str(server.make_url("/")))
+    assert header == body != ""
+
+
+@otel_subclass_warning
+@pytest.mark.parametrize("ours_first", [True, False])
+async def test_one_server_span_beside_otel_aiohttp_server(
+    instrumentor: RequestIdInstrumentor,
+    otel_server: AioHttpServerInstrumentor,
+    aiohttp_server: AiohttpServer,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    ours_first: bool,
+) -> None:
+    """Whatever the load order, one SERVER span per request, and our id comes from it."""
+    if ours_first:
+        instrumentor.instrument(tracer_provider=provider)
+        otel_server.instrument(tracer_provider=provider)
+    else:
+        otel_server.instrument(tracer_provider=provider)
+        instrumentor.instrument(tracer_provider=provider)
+    app = app_with_routes(web.Application())
+    app.add_subapp("/sub", app_with_routes(web.Application()))
+    server = await aiohttp_server(app)
+    headers = []
+    for path in ("/", "/sub/"):
+        body, header = await fetch(str(server.make_url(path)))
+        assert body == header
+        headers.append(header)
+    spans = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    assert [dict(s.attributes or {})["request.id"] for s in spans] == headers
+    for span in spans:
+        assert span.instrumentation_scope is not None
+        assert span.instrumentation_scope.name == "opentelemetry.instrumentation.aiohttp_server"
+
+
+async def test_beside_otel_logging_instrumentation(
+    instrumentor: RequestIdInstrumentor,
+    aiohttp_server: AiohttpServer,
+    provider: TracerProvider,
+) -> None:
+    """Both sets of attributes are present; removing either one first keeps the other."""
+    log_lines = LineCollector()
+    log_lines.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger().addHandler(log_lines)
+    logging.getLogger().setLevel(logging.INFO)
+    otel_logging = LoggingInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    otel_logging.instrument(tracer_provider=provider, inject_trace_context=True)
+    try:
+        server = await aiohttp_server(app_with_routes(web.Application()))
+        url = str(server.make_url("/"))
+        _, header = await fetch(url)
+        record = next(r for r in log_lines.records if r.name == "tests.app")
+        assert vars(record)["request_id"] == header
+        assert vars(record)["otelTraceID"] == vars(record)["trace_id"]
+
+        instrumentor.uninstrument()
+        log_lines.records.clear()
+        log.info("after ours is gone")
+        assert vars(log_lines.records[-1])["otelTraceID"] == "0"
+        assert "request_id" not in vars(log_lines.records[-1])
+    finally:
+        otel_logging.uninstrument()
+    instrumentor.instrument()
+    otel_logging.instrument(tracer_provider=provider, inject_trace_context=True)
+    otel_logging.uninstrument()
+    log.info("after theirs is gone")
+    assert vars(log_lines.records[-1])["request_id"] == "-"
+
+
+def test_options_from_environment_and_keywords() -> None:
+    """Environment variables give defaults, keywords win, bad values say what is wrong."""
+    env = {"OTEL_REQID_HEADER": "none", "OTEL_REQID_ID_LENGTH": "10", "OTEL_REQID_SENTRY": "off"}
+    options = resolve_options({"id_length": 6}, env)
+    assert (options.header_name, options.id_length, options.sentry) == (None, 6, False)
+    with pytest.raises(ValueError, match="OTEL_REQID_ID_LENGTH must be a number, got 'ten'"):
+        resolve_options({}, {"OTEL_REQID_ID_LENGTH": "ten"})
+    with pytest.raises(ValueError, match="OTEL_REQID_ADOPT_INCOMING_ID must be true or false"):
+        resolve_options({}, {"OTEL_REQID_ADOPT_INCOMING_ID": "maybe"})
+    with pytest.raises(TypeError, match="unknown option"):
+        resolve_options({"header": "X"}, {})
+
+
+def test_instrumentation_dependencies_match_the_extra() -> None:
+    """instrumentation_dependencies() agrees with the package's ``instruments`` extra."""
+    extra = sorted(
+        r.split(";")[0].replace(" ", "")
+        for r in requires("otel-reqid-logging") or []
+        if 'extra == "instruments"' in r
+    )
+    declared = sorted(
+        d.replace(" ", "") for d in RequestIdInstrumentor().instrumentation_dependencies()
+    )
+    assert extra == declared
