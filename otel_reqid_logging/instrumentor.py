@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from aiohttp.web_app import Application as AiohttpApplication
 from aiohttp.web_log import AccessLogger
 from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
     BaseInstrumentor,
@@ -113,7 +114,9 @@ class RequestIdInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         # BaseInstrumentor is a singleton: __init__ runs on every construction.
         if not hasattr(self, "_pre_freeze"):
             self._options = Options()
-            self._pre_freeze = Patch(web.Application, "pre_freeze", self._make_pre_freeze)
+            # aiohttp's own class, not `web.Application`, which OpenTelemetry's aiohttp-server
+            # instrumentation may have replaced by a subclass.
+            self._pre_freeze = Patch(AiohttpApplication, "pre_freeze", self._make_pre_freeze)
             self._access_log = Patch(AccessLogger, "log", _access_log_with_ids)
             self._wired: weakref.WeakSet[RequestIdMiddleware] = weakref.WeakSet()
             self._owns_record_factory = False
