@@ -163,12 +163,12 @@ class RequestIdMiddleware:
         except Exception as exc:
             # Logged here, not by aiohttp, so that the traceback line carries the ids.
             _logger.exception("Unhandled exception in %s %s", request.method, request.raw_path)
-            if span.is_recording():
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}"))
-                span.set_attribute("error.type", type(exc).__qualname__)
             if own_span is not None:
                 _set_status_code(own_span, 500)
+            if span.is_recording():
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                span.set_attribute("error.type", type(exc).__qualname__)
             return web.Response(status=500, text="500 Internal Server Error\n")
         if own_span is not None:
             _set_status_code(own_span, response.status)

@@ -1,1 +1,357 @@
-"""Fixtures that install and start the real external parts the tests talk to."""
+"""Fixtures that install and start the real external parts the tests talk to.
+
+Each tool lives in its own virtual environment under ``$OTEL_REQID_TOOLS_DIR``
+(default ``~/.cache/otel-reqid-logging/tools``), installed with ``uv`` on first use and
+reused after that. The servers listen on free loopback ports for one test session.
+A tool that cannot be installed or started fails the tests that need it; it is never
+skipped, because a silently skipped integration test proves nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Final
+
+import pytest
+
+__all__ = [
+    "TOOL_VERSIONS",
+    "PhoenixServer",
+    "RotelCollector",
+    "phoenix_server",
+    "rotel_collector",
+    "tool_venv",
+]
+
+#: The one place where tool versions are pinned.
+TOOL_VERSIONS: Final[dict[str, str]] = {
+    "arize-phoenix": "20.26.1",
+    "rotel": "0.0.1a15",
+}
+
+TOOLS_DIR_ENV: Final = "OTEL_REQID_TOOLS_DIR"
+_MARKER_NAME: Final = ".otel-reqid-installed.json"
+_INSTALL_TIMEOUT_S: Final = 900.0
+_LOCK_TIMEOUT_S: Final = 1200.0
+_PHOENIX_START_TIMEOUT_S: Final = 90.0
+_ROTEL_START_TIMEOUT_S: Final = 20.0
+_STOP_TIMEOUT_S: Final = 10.0
+
+
+@dataclass(frozen=True)
+class PhoenixServer:
+    """A running Phoenix: its UI/REST base URL and where it takes OTLP spans."""
+
+    url: str
+    #: Base URL in the sense of ``OTEL_EXPORTER_OTLP_ENDPOINT``: traces go to ``/v1/traces``.
+    otlp_http_endpoint: str
+    #: ``host:port`` of Phoenix's OTLP gRPC receiver.
+    otlp_grpc_endpoint: str
+    log_path: Path
+
+
+@dataclass(frozen=True)
+class RotelCollector:
+    """A running rotel collector that forwards every span it receives to Phoenix."""
+
+    #: Base URL in the sense of ``OTEL_EXPORTER_OTLP_ENDPOINT``: traces go to ``/v1/traces``.
+    otlp_http_endpoint: str
+    #: ``http://host:port`` of rotel's OTLP gRPC receiver.
+    otlp_grpc_endpoint: str
+    log_path: Path
+
+
+def _tools_dir() -> Path:
+    configured = os.environ.get(TOOLS_DIR_ENV)
+    if configured:
+        return Path(configured)
+    return Path.home() / ".cache" / "otel-reqid-logging" / "tools"
+
+
+def _find_uv() -> str:
+    found = shutil.which("uv") or shutil.which("uv", path=str(Path(sys.executable).parent))
+    if found is None:
+        pytest.fail(
+            "cannot install test tools: no `uv` on PATH or next to "
+            f"{sys.executable}; install the dev extra (`pip install -e .[dev]`)",
+            pytrace=False,
+        )
+    return found
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, *, timeout: float) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` so that two pytest processes never install at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"gave up waiting {timeout:.0f} s for install lock {path}")
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run_uv(args: list[str], *, what: str) -> None:
+    try:
+        completed = subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            timeout=_INSTALL_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{what}: `{' '.join(args)}` took over {_INSTALL_TIMEOUT_S:.0f} s")
+    if completed.returncode != 0:
+        command = " ".join(args)
+        pytest.fail(
+            f"{what}: `{command}` exited {completed.returncode}\n{completed.stderr[-4000:]}",
+            pytrace=False,
+        )
+
+
+def tool_venv(distribution: str) -> Path:
+    """Return the virtual environment holding the pinned ``distribution``, installing it once.
+
+    rotel's pin is a pre-release; uv accepts it because the pin names it explicitly, while
+    every other dependency still resolves to a final release. The marker file records the
+    pinned requirement; a venv without a matching marker
+    (never installed, interrupted, or pinned to another version) is rebuilt from scratch.
+    """
+    requirement = f"{distribution}=={TOOL_VERSIONS[distribution]}"
+    venv = _tools_dir() / distribution
+    marker = venv / _MARKER_NAME
+    expected = {"requirement": requirement, "python": sys.version.split()[0]}
+
+    def installed() -> bool:
+        try:
+            return bool(json.loads(marker.read_text()) == expected)
+        except (OSError, ValueError):
+            return False
+
+    if installed():
+        return venv
+    with _file_lock(_tools_dir() / f"{distribution}.lock", timeout=_LOCK_TIMEOUT_S):
+        if installed():  # another process finished the install while we waited
+            return venv
+        uv = _find_uv()
+        what = f"installing {requirement} into {venv}"
+        _run_uv(
+            [uv, "venv", "--clear", "--quiet", "--python", sys.executable, str(venv)], what=what
+        )
+        _run_uv(
+            [
+                uv,
+                "pip",
+                "install",
+                "--quiet",
+                # Compiled bytecode up front: Phoenix imports ~850 MB of packages and
+                # starts in seconds instead of a minute.
+                "--compile-bytecode",
+                "--python",
+                str(venv / "bin" / "python"),
+                requirement,
+            ],
+            what=what,
+        )
+        marker.write_text(json.dumps(expected))
+    return venv
+
+
+def _free_port() -> int:
+    # The port is released before the tool binds it; on loopback the race is harmless
+    # in practice, and a lost race shows up as a loud start failure, never a wrong result.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """The parent's environment without OTEL_*/PHOENIX_*/ROTEL_* settings, plus ``extra``."""
+    prefixes = ("OTEL_", "PHOENIX_", "ROTEL_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env.update(extra)
+    return env
+
+
+def _tail(path: Path, chars: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError as error:
+        return f"<cannot read {path}: {error}>"
+
+
+@contextlib.contextmanager
+def _running(
+    args: list[str],
+    *,
+    name: str,
+    env: dict[str, str],
+    cwd: Path,
+    log_path: Path,
+    ready: Callable[[], bool],
+    timeout: float,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``args``, wait until ``ready()`` (bounded), and stop the process afterwards."""
+    log: IO[bytes] = log_path.open("wb")
+    started = time.monotonic()
+    try:
+        process = subprocess.Popen(
+            args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    except OSError as error:
+        log.close()
+        pytest.fail(f"cannot start {name} ({args[0]}): {error}", pytrace=False)
+    try:
+        while not ready():
+            if process.poll() is not None:
+                pytest.fail(
+                    f"{name} exited with code {process.returncode} before it was ready; "
+                    f"log {log_path}:\n{_tail(log_path)}",
+                    pytrace=False,
+                )
+            if time.monotonic() - started > timeout:
+                pytest.fail(
+                    f"{name} not ready after {timeout:.0f} s; log {log_path}:\n{_tail(log_path)}",
+                    pytrace=False,
+                )
+            time.sleep(0.2)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def _http_ok(url: str, *, data: bytes | None = None, headers: dict[str, str] | None = None) -> bool:
+    request = urllib.request.Request(url, data=data, headers=headers or {})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+@pytest.fixture(scope="session")
+def phoenix_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PhoenixServer]:
+    """A Phoenix trace store on free loopback ports, with its SQLite data in a temp dir."""
+    venv = tool_venv("arize-phoenix")
+    workdir = tmp_path_factory.mktemp("phoenix")
+    http_port, grpc_port = _free_port(), _free_port()
+    url = f"http://127.0.0.1:{http_port}"
+    env = _clean_env(
+        PHOENIX_HOST="127.0.0.1",
+        PHOENIX_PORT=str(http_port),
+        PHOENIX_GRPC_PORT=str(grpc_port),
+        PHOENIX_WORKING_DIR=str(workdir),
+        PHOENIX_TELEMETRY_ENABLED="false",
+    )
+    log_path = workdir / "phoenix.log"
+    with _running(
+        [str(venv / "bin" / "phoenix"), "serve"],
+        name="Phoenix",
+        env=env,
+        cwd=workdir,
+        log_path=log_path,
+        ready=lambda: _http_ok(f"{url}/healthz"),
+        timeout=_PHOENIX_START_TIMEOUT_S,
+    ):
+        yield PhoenixServer(
+            url=url,
+            otlp_http_endpoint=url,
+            otlp_grpc_endpoint=f"127.0.0.1:{grpc_port}",
+            log_path=log_path,
+        )
+
+
+def _rotel_binary(venv: Path) -> Path:
+    # The rotel wheel ships the collector as a prebuilt executable inside the package
+    # directory (``rotel/rotel-agent``); its Python wrapper only daemonizes it.
+    found = sorted(venv.glob("lib/python*/site-packages/rotel/rotel-agent"))
+    if not found:
+        pytest.fail(f"rotel installed in {venv}, but no rotel/rotel-agent binary in it")
+    return found[0]
+
+
+@pytest.fixture(scope="session")
+def rotel_collector(
+    phoenix_server: PhoenixServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RotelCollector]:
+    """A rotel OTLP collector on free loopback ports, forwarding spans to ``phoenix_server``."""
+    binary = _rotel_binary(tool_venv("rotel"))
+    workdir = tmp_path_factory.mktemp("rotel")
+    http_port, grpc_port = _free_port(), _free_port()
+    http_endpoint = f"http://127.0.0.1:{http_port}"
+    args = [
+        str(binary),
+        "start",
+        "--otlp-http-endpoint",
+        f"127.0.0.1:{http_port}",
+        "--otlp-grpc-endpoint",
+        f"127.0.0.1:{grpc_port}",
+        "--exporter",
+        "otlp",
+        "--otlp-exporter-protocol",
+        "http",
+        # rotel appends /v1/traces to this base URL, as the OTLP exporters of the SDKs do.
+        "--otlp-exporter-endpoint",
+        phoenix_server.otlp_http_endpoint,
+        # Forward within tens of milliseconds so tests need not wait out the 200 ms default.
+        "--batch-timeout",
+        "50ms",
+        "--pid-file",
+        str(workdir / "rotel.pid"),
+        "--log-file",
+        str(workdir / "rotel-daemon.log"),
+    ]
+    log_path = workdir / "rotel.log"
+
+    def ready() -> bool:
+        # An empty ExportTraceServiceRequest is a valid protobuf message; 200 means the
+        # HTTP receiver is up and decoding OTLP.
+        return _http_ok(
+            f"{http_endpoint}/v1/traces",
+            data=b"",
+            headers={"Content-Type": "application/x-protobuf"},
+        )
+
+    with _running(
+        args,
+        name="rotel",
+        env=_clean_env(NO_COLOR="1"),
+        cwd=workdir,
+        log_path=log_path,
+        ready=ready,
+        timeout=_ROTEL_START_TIMEOUT_S,
+    ):
+        yield RotelCollector(
+            otlp_http_endpoint=http_endpoint,
+            otlp_grpc_endpoint=f"http://127.0.0.1:{grpc_port}",
+            log_path=log_path,
+        )

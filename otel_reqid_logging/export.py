@@ -1,0 +1,261 @@
+"""A tracer provider whose spans go to a collector (OTLP) or, by default, to a local file.
+
+One call, :func:`configure_tracing`, builds an SDK ``TracerProvider`` from the standard
+``OTEL_*`` environment variables:
+
+- ``OTEL_TRACES_EXPORTER``: ``otlp``, ``otlp_json_file``, ``console`` or ``none``. Unset, it
+  means ``otlp`` when an OTLP endpoint is configured and ``otlp_json_file`` otherwise.
+- ``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` and
+  ``OTEL_EXPORTER_OTLP_PROTOCOL`` / ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``
+  (``http/protobuf``, the default, or ``grpc``).
+- ``OTEL_REQID_SPANS_FILE``: where ``otlp_json_file`` appends OTLP JSON lines.
+
+The SDK itself reads the rest (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``,
+``OTEL_TRACES_SAMPLER[_ARG]``, ``OTEL_BSP_*``, the OTLP headers, timeout and compression).
+The SDK and exporters are the optional ``export`` extra, imported only when called.
+"""
+
+# The SDK and the exporters are optional (extra `export`), so they are imported where used.
+# ruff: noqa: PLC0415
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from ._paths import spans_file
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.sdk.trace.sampling import Sampler
+
+__all__ = [
+    "EXPORT_LOGGERS",
+    "ExportLogLimiter",
+    "ExportSettings",
+    "configure_tracing",
+    "read_export_settings",
+]
+
+ExporterName = Literal["otlp", "otlp_json_file", "console", "none"]
+OtlpProtocol = Literal["http/protobuf", "grpc"]
+
+_EXPORTERS: tuple[ExporterName, ...] = ("otlp", "otlp_json_file", "console", "none")
+_PROTOCOLS: tuple[OtlpProtocol, ...] = ("http/protobuf", "grpc")
+
+#: Loggers through which the SDK's batch processor and the exporters report failures.
+EXPORT_LOGGERS = (
+    "opentelemetry.sdk._shared_internal",  # "Queue full, dropping Span.", export exceptions
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.exporter.otlp.json.file.trace_exporter",
+)
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """Which span exporter the environment asks for, read once by :func:`read_export_settings`."""
+
+    exporter: ExporterName
+    protocol: OtlpProtocol
+    spans_file: str
+
+
+def read_export_settings(environ: Mapping[str, str] | None = None) -> ExportSettings:
+    """Read the exporter choice from ``environ`` (default ``os.environ``); the one place we do.
+
+    Raises ``ValueError`` naming the variable when a value is not one we support.
+    """
+    env = os.environ if environ is None else environ
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    # OTEL_TRACES_EXPORTER may list several exporters; one destination is what we build.
+    requested = env.get("OTEL_TRACES_EXPORTER", "").split(",")[0].strip().lower()
+    exporter = requested or ("otlp" if endpoint else "otlp_json_file")
+    if exporter not in _EXPORTERS:
+        raise ValueError(
+            f"OTEL_TRACES_EXPORTER={requested!r} is not supported here; "
+            f"use one of {', '.join(_EXPORTERS)}"
+        )
+    protocol_var = (
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+        if env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        else "OTEL_EXPORTER_OTLP_PROTOCOL"
+    )
+    protocol = env.get(protocol_var, "").strip().lower() or "http/protobuf"
+    if protocol not in _PROTOCOLS:
+        raise ValueError(
+            f"{protocol_var}={protocol!r} is not supported; use one of {', '.join(_PROTOCOLS)}"
+        )
+    return ExportSettings(
+        exporter=exporter,
+        protocol=protocol,
+        spans_file=spans_file(env),
+    )
+
+
+class ExportLogLimiter(logging.Filter):
+    """Let through at most ``burst`` records per logger every ``interval`` seconds.
+
+    The SDK logs every failed export, and every retry of it, so a collector that is down
+    writes a few lines per batch, forever, into the application's own log. Attached to
+    the loggers in :data:`EXPORT_LOGGERS`, this keeps the first lines of each outage and
+    says how many it dropped on the next line it lets through.
+    """
+
+    def __init__(self, *, interval: float = 60.0, burst: int = 2) -> None:
+        super().__init__()
+        self.interval = interval
+        self.burst = burst
+        self._lock = threading.Lock()
+        # logger name -> [window start, records passed in window, records suppressed]
+        self._windows: dict[str, list[float]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Return whether ``record`` fits in its logger's budget; note suppressions on it."""
+        now = time.monotonic()
+        with self._lock:
+            window = self._windows.setdefault(record.name, [now, 0, 0])
+            if now - window[0] >= self.interval:
+                window[0], window[1] = now, 0
+            if window[1] >= self.burst:
+                window[2] += 1
+                return False
+            window[1] += 1
+            suppressed, window[2] = int(window[2]), 0
+        if suppressed:
+            record.msg = f"{record.getMessage()} ({suppressed} similar messages suppressed)"
+            record.args = None
+        return True
+
+    def attach(self) -> None:
+        """Add this filter to every logger in :data:`EXPORT_LOGGERS`."""
+        for name in EXPORT_LOGGERS:
+            logging.getLogger(name).addFilter(self)
+
+    def detach(self) -> None:
+        """Remove this filter from every logger in :data:`EXPORT_LOGGERS`."""
+        for name in EXPORT_LOGGERS:
+            logging.getLogger(name).removeFilter(self)
+
+
+def _missing_extra(error: ImportError, extra: str) -> ImportError:
+    return ImportError(
+        f"{error.name or 'a module'} is missing: install `otel-reqid-logging[{extra}]` "
+        f"to export spans ({error})"
+    )
+
+
+def _build_exporter(settings: ExportSettings, export_timeout: float | None) -> SpanExporter | None:
+    if settings.exporter == "none":
+        return None
+    if settings.exporter == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    if settings.exporter == "otlp_json_file":
+        try:
+            from opentelemetry.exporter.otlp.json.file import FileSpanExporter
+        except ImportError as error:
+            raise _missing_extra(error, "export") from error
+        return FileSpanExporter(settings.spans_file)
+    # The OTLP exporters read the endpoint, headers, compression and, when export_timeout
+    # is None, the timeout from the OTEL_EXPORTER_OTLP_* variables themselves.
+    if settings.protocol == "grpc":
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+                OTLPSpanExporter as GrpcSpanExporter,
+            )
+        except ImportError as error:
+            raise _missing_extra(error, "grpc") from error
+        return GrpcSpanExporter(timeout=export_timeout)
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as HttpSpanExporter,
+        )
+    except ImportError as error:
+        raise _missing_extra(error, "export") from error
+    return HttpSpanExporter(timeout=export_timeout)
+
+
+def _log_limiter_processor(limiter: ExportLogLimiter) -> SpanProcessor:
+    """A span processor that only detaches ``limiter`` when the provider shuts down."""
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class _DetachOnShutdown(SpanProcessor):
+        def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+            pass
+
+        def on_end(self, span: ReadableSpan) -> None:
+            pass
+
+        def shutdown(self) -> None:
+            limiter.detach()
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return True
+
+    return _DetachOnShutdown()
+
+
+def configure_tracing(
+    *,
+    service_name: str | None = None,
+    exporter: SpanExporter | None = None,
+    sampler: Sampler | None = None,
+    max_queue_size: int | None = None,
+    max_export_batch_size: int | None = None,
+    schedule_delay_millis: float | None = None,
+    export_timeout: float | None = None,
+    error_log_interval: float | None = 60.0,
+    set_global: bool = False,
+) -> TracerProvider:
+    """Build a tracer provider that batches spans to the exporter the environment selects.
+
+    ``service_name`` overrides ``OTEL_SERVICE_NAME``; ``exporter`` replaces the choice
+    read from the environment; ``sampler`` replaces ``OTEL_TRACES_SAMPLER``. The batch
+    queue holds at most ``max_queue_size`` spans (``OTEL_BSP_MAX_QUEUE_SIZE``, 2048) and
+    drops the newest beyond that, so a collector that is down costs bounded memory.
+    ``export_timeout`` (seconds) bounds each OTLP export, retries included
+    (``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s). Export failures are logged at most twice per
+    logger every ``error_log_interval`` seconds until the provider shuts down (None logs
+    them all). ``set_global`` makes it the global tracer provider.
+    """
+    try:
+        from opentelemetry import trace
+        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError as error:
+        raise _missing_extra(error, "export") from error
+
+    if exporter is None:
+        exporter = _build_exporter(read_export_settings(), export_timeout)
+    attributes = {SERVICE_NAME: service_name} if service_name is not None else {}
+    # Resource.create merges OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME under these.
+    provider = TracerProvider(resource=Resource.create(attributes), sampler=sampler)
+    if exporter is not None:
+        provider.add_span_processor(
+            BatchSpanProcessor(
+                exporter,
+                max_queue_size=max_queue_size,
+                max_export_batch_size=max_export_batch_size,
+                schedule_delay_millis=schedule_delay_millis,
+            )
+        )
+        if error_log_interval is not None:
+            limiter = ExportLogLimiter(interval=error_log_interval)
+            limiter.attach()
+            # Added after the batch processor, so it detaches after the final flush.
+            provider.add_span_processor(_log_limiter_processor(limiter))
+    if set_global:
+        trace.set_tracer_provider(provider)
+    return provider

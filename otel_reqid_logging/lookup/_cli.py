@@ -1,0 +1,190 @@
+"""`otel-reqid-logging lookup`: from the id in a log line to the trace."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Mapping
+from datetime import timedelta
+
+import aiohttp
+
+from .._paths import SPANS_FILE_ENV, spans_file
+from ._backend import Backend, find
+from ._errors import COMMON_REASONS, BackendError, TraceNotFoundError
+from ._model import Trace
+from ._query import Query, QueryError, parse_query, shown
+from ._render import render_trace
+from ._window import parse_duration
+from .file import FileBackend
+from .jaeger import DEFAULT_JAEGER_URL, JaegerBackend
+from .phoenix import DEFAULT_PHOENIX_PROJECT, DEFAULT_PHOENIX_URL, PhoenixBackend
+
+__all__ = [
+    "EXIT_BACKEND_ERROR",
+    "EXIT_FOUND",
+    "EXIT_NOT_FOUND",
+    "EXIT_USAGE",
+    "run",
+]
+
+EXIT_FOUND = 0
+EXIT_NOT_FOUND = 1
+EXIT_USAGE = 2
+EXIT_BACKEND_ERROR = 3
+
+PROG = "otel-reqid-logging lookup"
+BACKENDS = ("file", "jaeger", "phoenix")
+# Each option's environment variable; `_defaults` is the only reader of the environment.
+ENVIRONMENT = {
+    "backend": "OTEL_REQID_LOOKUP_BACKEND",
+    "file": SPANS_FILE_ENV,
+    "jaeger_url": "OTEL_REQID_JAEGER_URL",
+    "jaeger_ui_url": "OTEL_REQID_JAEGER_UI_URL",
+    "phoenix_url": "OTEL_REQID_PHOENIX_URL",
+    "phoenix_project": "OTEL_REQID_PHOENIX_PROJECT",
+    "service": "OTEL_SERVICE_NAME",
+    "lookback": "OTEL_REQID_LOOKUP_LOOKBACK",
+}
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the lookup with `argv` (the words after `lookup`); return the exit code."""
+    parser = _parser(_defaults(os.environ))
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        # argparse has printed usage or help already.
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    try:
+        query = _checked_query(args)
+    except QueryError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        traces = asyncio.run(_lookup(args, query))
+    except TraceNotFoundError as missing:
+        reasons = "".join(f"\n  - {reason}" for reason in (*missing.reasons, *COMMON_REASONS))
+        print(f"{PROG}: {missing.message}\nLikely reasons:{reasons}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except BackendError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return EXIT_BACKEND_ERROR
+    _print(traces, query, jaeger_ui_url=args.jaeger_ui_url or args.jaeger_url)
+    return EXIT_FOUND
+
+
+def _checked_query(args: argparse.Namespace) -> Query:
+    """Parse the query and check that the options can answer it."""
+    if args.backend not in BACKENDS:
+        raise QueryError(
+            f"{ENVIRONMENT['backend']} must be one of {', '.join(BACKENDS)}, "
+            f"not {shown(args.backend)}"
+        )
+    query = parse_query(" ".join(args.query))
+    if args.backend == "jaeger" and query.trace_id is None and not args.service:
+        raise QueryError("a Jaeger search by request id needs --service (or OTEL_SERVICE_NAME)")
+    return query
+
+
+def _defaults(environ: Mapping[str, str]) -> dict[str, str | None]:
+    defaults: dict[str, str | None] = {
+        "backend": "file",
+        "file": spans_file(environ),
+        "jaeger_url": DEFAULT_JAEGER_URL,
+        "jaeger_ui_url": None,
+        "phoenix_url": DEFAULT_PHOENIX_URL,
+        "phoenix_project": DEFAULT_PHOENIX_PROJECT,
+        "service": None,
+        "lookback": "24h",
+    }
+    for option, variable in ENVIRONMENT.items():
+        if environ.get(variable):
+            defaults[option] = environ[variable]
+    return defaults
+
+
+def _parser(defaults: Mapping[str, str | None]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Find the trace of a request from the id in one of its log lines: a request id "
+            "(req:k3v9q2xd), a 32-hex trace id, or the whole pasted log line."
+        ),
+        epilog=(
+            "exit codes: 0 found, 1 not found, 2 bad input, 3 trace store unreachable. "
+            "Defaults come from: "
+            + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in ENVIRONMENT.items())
+        ),
+    )
+    parser.add_argument("query", nargs="+", metavar="ID_OR_LOG_LINE")
+    parser.add_argument(
+        "--backend", choices=BACKENDS, help="trace store to ask (default: %(default)s)"
+    )
+    parser.add_argument("--file", metavar="PATH", help="OTLP JSON lines span file")
+    parser.add_argument("--jaeger-url", metavar="URL", help="Jaeger query service")
+    parser.add_argument(
+        "--jaeger-ui-url",
+        metavar="URL",
+        help="Jaeger UI for the printed link (default: --jaeger-url)",
+    )
+    parser.add_argument("--phoenix-url", metavar="URL", help="Phoenix server")
+    parser.add_argument("--phoenix-project", metavar="NAME", help="Phoenix project")
+    parser.add_argument("--service", help="service name to search in (Jaeger)")
+    parser.add_argument(
+        "--lookback",
+        type=_lookback,
+        metavar="DURATION",
+        help="how far back to search, like 30m, 6h, 2d (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--timeout", type=_timeout, default=10.0, metavar="SECONDS", help="per request"
+    )
+    parser.set_defaults(**defaults)
+    return parser
+
+
+def _lookback(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _timeout(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 600:
+        raise argparse.ArgumentTypeError("expected seconds between 0 and 600")
+    return seconds
+
+
+async def _lookup(args: argparse.Namespace, query: Query) -> list[Trace]:
+    if args.backend == "file":
+        return await find(FileBackend(path=args.file), query)
+    timeout = aiohttp.ClientTimeout(total=args.timeout)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        backend: Backend
+        if args.backend == "jaeger":
+            backend = JaegerBackend(
+                session=session, url=args.jaeger_url, service=args.service, lookback=args.lookback
+            )
+        else:
+            backend = PhoenixBackend(
+                session=session,
+                url=args.phoenix_url,
+                project=args.phoenix_project,
+                lookback=args.lookback,
+            )
+        return await find(backend, query)
+
+
+def _print(traces: list[Trace], query: Query, *, jaeger_ui_url: str) -> None:
+    print(render_trace(traces[0], jaeger_ui_url=jaeger_ui_url), end="")
+    if len(traces) > 1:
+        others = ", ".join(trace.trace_id for trace in traces[1:])
+        print(f"\n{len(traces) - 1} older trace(s) also match {query.describe()}: {others}")

@@ -1,0 +1,56 @@
+"""The lookup command line: options, environment defaults and exit codes."""
+
+from __future__ import annotations
+
+import pytest
+
+from otel_reqid_logging.lookup._cli import EXIT_FOUND, EXIT_USAGE, run
+
+
+def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    """--help prints usage with the exit codes and environment variables, and exits 0."""
+    assert run(["--help"]) == EXIT_FOUND
+    out = capsys.readouterr().out
+    assert "usage: otel-reqid-logging lookup" in out
+    assert "3 trace store unreachable" in out
+    assert "OTEL_REQID_SPANS_FILE" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--lookback", "1 hour", "k3v9q2xd"], "expected a number and a unit"),
+        (["--timeout", "0", "k3v9q2xd"], "expected seconds between 0 and 600"),
+        (["--backend", "zipkin", "k3v9q2xd"], "invalid choice: 'zipkin'"),
+        ([], "the following arguments are required"),
+    ],
+)
+def test_bad_options_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Malformed options are usage errors (exit 2), with argparse's message."""
+    assert run(argv) == EXIT_USAGE
+    assert message in capsys.readouterr().err
+
+
+def test_bad_backend_from_environment_is_quoted(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A wrong OTEL_REQID_LOOKUP_BACKEND is a usage error that shows the value escaped."""
+    monkeypatch.setenv("OTEL_REQID_LOOKUP_BACKEND", "jaeger\x1b[0m")
+
+    assert run(["k3v9q2xd"]) == EXIT_USAGE
+
+    err = capsys.readouterr().err
+    assert "OTEL_REQID_LOOKUP_BACKEND must be one of file, jaeger, phoenix" in err
+    assert "\x1b" not in err
+
+
+def test_lookback_from_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """OTEL_REQID_LOOKUP_LOOKBACK is checked like --lookback."""
+    monkeypatch.setenv("OTEL_REQID_LOOKUP_LOOKBACK", "soon")
+
+    assert run(["k3v9q2xd"]) == EXIT_USAGE
+    assert "argument --lookback" in capsys.readouterr().err

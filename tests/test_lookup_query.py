@@ -1,0 +1,79 @@
+"""Reading the id out of what a person pastes: an id, a trace id, or a whole log line."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from otel_reqid_logging.lookup import Query, QueryError, parse_query
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+REQUEST_IDS = st.text(alphabet="ABCxyz0189._-", min_size=1, max_size=64).filter(
+    lambda s: not (len(s) == 32 and all(c in "0123456789abcdefABCDEF" for c in s))
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("k3v9q2xd", Query(request_id="k3v9q2xd")),
+        (TRACE, Query(trace_id=TRACE)),
+        (TRACE.upper(), Query(trace_id=TRACE)),
+        ("  k3v9q2xd\n", Query(request_id="k3v9q2xd")),
+        (
+            f"2026-11-24 03:37:40,123 INFO app [req:k3v9q2xd trace:{TRACE}] hello",
+            Query(request_id="k3v9q2xd", trace_id=TRACE),
+        ),
+        ("WARNING [req:k3v9q2xd] slow", Query(request_id="k3v9q2xd")),
+        (f"level=info trace_id={TRACE} span_id=00f067aa0ba902b7 msg=x", Query(trace_id=TRACE)),
+        ('{"request_id": "abc.1-2_3", "msg": "x"}', Query(request_id="abc.1-2_3")),
+        # Outside a span the logging instrumentation writes trace_id=0: not an id.
+        ("trace_id=0 [req:k3v9q2xd] x", Query(request_id="k3v9q2xd")),
+    ],
+)
+def test_accepted_inputs(text: str, expected: Query) -> None:
+    """Bare ids are told apart by shape; log lines are read by their id tokens."""
+    assert parse_query(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "no id given"),
+        ("hello world", "no req:<id> or trace:<id>"),
+        ("x" * 65, "is neither a trace id"),
+        ("abc/def", "is neither a trace id"),
+        ("0" * 32, "logged outside a request"),
+        ("[req:ab/cd trace:0] x", "none is a valid id"),
+    ],
+)
+def test_rejected_inputs(text: str, message: str) -> None:
+    """Inputs without a usable id are refused with a message saying what an id looks like."""
+    with pytest.raises(QueryError) as raised:
+        parse_query(text)
+    assert message in str(raised.value)
+
+
+@given(REQUEST_IDS, st.sampled_from(["[req:{} trace:" + TRACE + "]", "req:{}", "{}"]))
+def test_any_allowed_request_id_comes_back(request_id: str, template: str) -> None:
+    """Every id of the allowlist is read back whole, alone or inside a log line."""
+    query = parse_query(
+        "INFO app " + template.format(request_id) + " done" if template != "{}" else request_id
+    )
+    assert query.request_id == request_id
+
+
+def refusal(text: str) -> str:
+    """The message parse_query refuses `text` with, or "" when it accepts it."""
+    try:
+        parse_query(text)
+    except QueryError as error:
+        return str(error)
+    return ""
+
+
+@given(st.text(max_size=200))
+def test_messages_never_carry_control_characters(text: str) -> None:
+    """Whatever is pasted, a refusal message prints no control character raw."""
+    assert refusal(text).isprintable()
