@@ -3,19 +3,20 @@
 One call, :func:`configure_tracing`, builds an SDK ``TracerProvider`` from the standard
 ``OTEL_*`` environment variables:
 
-- ``OTEL_TRACES_EXPORTER``: ``otlp``, ``otlp_json_file``, ``console`` or ``none``. Unset, it
-  means ``otlp`` when an OTLP endpoint is configured and ``otlp_json_file`` otherwise.
+- ``OTEL_TRACES_EXPORTER``: ``otlp``, ``otel_reqid_file`` (or its alias ``otlp_json_file``),
+  ``console`` or ``none``. Unset, it means ``otlp`` when an OTLP endpoint is configured and
+  the local file otherwise.
 - ``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` and
   ``OTEL_EXPORTER_OTLP_PROTOCOL`` / ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``
   (``http/protobuf``, the default, or ``grpc``).
-- ``OTEL_REQID_SPANS_FILE``: where ``otlp_json_file`` appends OTLP JSON lines.
+- ``OTEL_REQID_SPANS_FILE``: where the local file exporter appends OTLP JSON lines.
 
 The SDK itself reads the rest (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``,
 ``OTEL_TRACES_SAMPLER[_ARG]``, ``OTEL_BSP_*``, the OTLP headers, timeout and compression).
-The SDK and exporters are the optional ``export`` extra, imported only when called.
+The OTLP exporters are optional extras (``export``, ``grpc``), imported only when chosen.
 """
 
-# The SDK and the exporters are optional (extra `export`), so they are imported where used.
+# The exporters are imported where they are chosen: the OTLP ones are optional extras.
 # ruff: noqa: PLC0415
 
 from __future__ import annotations
@@ -44,10 +45,16 @@ __all__ = [
     "read_export_settings",
 ]
 
-ExporterName = Literal["otlp", "otlp_json_file", "console", "none"]
+ExporterName = Literal["otlp", "otel_reqid_file", "otlp_json_file", "console", "none"]
 OtlpProtocol = Literal["http/protobuf", "grpc"]
 
-_EXPORTERS: tuple[ExporterName, ...] = ("otlp", "otlp_json_file", "console", "none")
+_EXPORTERS: tuple[ExporterName, ...] = (
+    "otlp",
+    "otel_reqid_file",
+    "otlp_json_file",
+    "console",
+    "none",
+)
 _PROTOCOLS: tuple[OtlpProtocol, ...] = ("http/protobuf", "grpc")
 
 #: Loggers through which the SDK's batch processor and the exporters report failures.
@@ -79,7 +86,7 @@ def read_export_settings(environ: Mapping[str, str] | None = None) -> ExportSett
     )
     # OTEL_TRACES_EXPORTER may list several exporters; one destination is what we build.
     requested = env.get("OTEL_TRACES_EXPORTER", "").split(",")[0].strip().lower()
-    exporter = requested or ("otlp" if endpoint else "otlp_json_file")
+    exporter = requested or ("otlp" if endpoint else "otel_reqid_file")
     if exporter not in _EXPORTERS:
         raise ValueError(
             f"OTEL_TRACES_EXPORTER={requested!r} is not supported here; "
@@ -161,12 +168,10 @@ def _build_exporter(settings: ExportSettings, export_timeout: float | None) -> S
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
         return ConsoleSpanExporter()
-    if settings.exporter == "otlp_json_file":
-        try:
-            from opentelemetry.exporter.otlp.json.file import FileSpanExporter
-        except ImportError as error:
-            raise _missing_extra(error, "export") from error
-        return FileSpanExporter(settings.spans_file)
+    if settings.exporter in {"otel_reqid_file", "otlp_json_file"}:
+        from .file_exporter import SpansFileExporter
+
+        return SpansFileExporter(settings.spans_file)
     # The OTLP exporters read the endpoint, headers, compression and, when export_timeout
     # is None, the timeout from the OTEL_EXPORTER_OTLP_* variables themselves.
     if settings.protocol == "grpc":
