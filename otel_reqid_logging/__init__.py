@@ -4,6 +4,11 @@ from ._context import REQUEST_ID_KEY, current_request_id, current_trace_id, requ
 from ._ids import request_id_from_span_id
 from ._version import __version__
 from .access_log import RequestIdAccessLogger
+from .compat import (
+    RequestIdContextAccessLogger,
+    request_id_middleware,
+    setup_logging_request_id_prefix,
+)
 from .instrumentor import RequestIdInstrumentor
 from .middleware import RequestIdMiddleware
 from .records import (
@@ -17,6 +22,7 @@ __all__ = [
     "LOG_FORMAT",
     "REQUEST_ID_KEY",
     "RequestIdAccessLogger",
+    "RequestIdContextAccessLogger",
     "RequestIdFilter",
     "RequestIdInstrumentor",
     "RequestIdMiddleware",
@@ -26,5 +32,7 @@ __all__ = [
     "install_record_factory",
     "request_id",
     "request_id_from_span_id",
+    "request_id_middleware",
+    "setup_logging_request_id_prefix",
     "uninstall_record_factory",
 ]

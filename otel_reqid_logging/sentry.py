@@ -15,33 +15,49 @@ from typing import Any
 
 from ._context import RequestIds
 
-__all__ = ["ScopeFactory", "request_scope", "scope_factory"]
+__all__ = ["TAG_REQUEST_ID", "TAG_TRACE_ID", "ScopeFactory", "request_scope", "scope_factory"]
+
+TAG_REQUEST_ID = "request_id"
+TAG_TRACE_ID = "trace_id"
 
 ScopeFactory = Callable[[RequestIds], "AbstractContextManager[Any] | None"]
 
 
-def _active_sdk() -> ModuleType | None:
-    """Return sentry_sdk when it is imported and initialized with a DSN, else None."""
-    sdk = sys.modules.get("sentry_sdk")
-    if sdk is None or not sdk.get_client().is_active():
-        return None
-    return sdk
+def _tag(scope: Any, ids: RequestIds) -> None:
+    scope.set_tag(TAG_REQUEST_ID, ids.request_id)
+    scope.set_tag(TAG_TRACE_ID, ids.trace_id)
 
 
 @contextmanager
-def _tagged_isolation_scope(sdk: ModuleType, ids: RequestIds) -> Iterator[Any]:
-    # A forked isolation scope lives exactly as long as the request's task does its
-    # work, and concurrent requests each get their own: tags never leak between them.
+def _tagged_isolation_scope(sdk: ModuleType, ids: RequestIds) -> Iterator[None]:
+    # Without Sentry's aiohttp integration every request task shares the process's
+    # isolation scope. A fork of it lives exactly as long as this request, so neither
+    # our tags nor what the handler sets with ``sentry_sdk.set_tag`` reach other requests.
     with sdk.isolation_scope() as scope:
-        scope.set_tag("request_id", ids.request_id)
-        scope.set_tag("trace_id", ids.trace_id)
-        yield scope
+        _tag(scope, ids)
+        yield
 
 
-def request_scope(ids: RequestIds) -> AbstractContextManager[Any] | None:
-    """Return a context manager tagging Sentry events with ``ids``, or None without Sentry."""
-    sdk = _active_sdk()
-    return None if sdk is None else _tagged_isolation_scope(sdk, ids)
+def request_scope(ids: RequestIds) -> AbstractContextManager[None] | None:
+    """Tag the Sentry events of the running request with its ids.
+
+    Returns a context manager to run the rest of the request in, or None when there is
+    nothing to enter: Sentry is not initialized, or its scope is already the request's.
+    """
+    sdk = sys.modules.get("sentry_sdk")
+    if sdk is None:
+        return None
+    client = sdk.get_client()
+    if not client.is_active():
+        return None
+    if client.get_integration("aiohttp") is not None:
+        # Sentry's AioHttpIntegration wraps Application._handle, outside every
+        # middleware, in an isolation scope of this request alone. Tagging that scope
+        # also tags what the integration captures after the middlewares have returned
+        # (a 5xx HTTPException, the transaction).
+        _tag(sdk.get_isolation_scope(), ids)
+        return None
+    return _tagged_isolation_scope(sdk, ids)
 
 
 def scope_factory(enabled: bool | None) -> ScopeFactory | None:
