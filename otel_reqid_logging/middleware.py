@@ -169,6 +169,10 @@ class RequestIdMiddleware:
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 span.set_attribute("error.type", type(exc).__qualname__)
+            if request.writer.output_size > 0:
+                # The handler had started its own response: a 500 can no longer be sent.
+                # Re-raised, the exception makes aiohttp drop the connection.
+                raise
             return web.Response(status=500, text="500 Internal Server Error\n")
         if own_span is not None:
             _set_status_code(own_span, response.status)

@@ -7,7 +7,7 @@ import logging
 import re
 
 import pytest
-from aiohttp import WSMsgType, web
+from aiohttp import ClientPayloadError, WSMsgType, web
 from aiohttp.test_utils import TestClient
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -438,3 +438,31 @@ async def test_concurrent_requests_never_mix(
         assert trace_id == format(context.trace_id, "032x")
         checked += 1
     assert checked == 1000
+
+
+async def test_exception_after_streaming_started_drops_the_connection(
+    aiohttp_client: AiohttpClient,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    log_lines: LineCollector,
+) -> None:
+    """A crash after the handler sent its headers is logged with ids; no 500 is spliced in."""
+
+    async def half_stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"part one\n")
+        raise RuntimeError("mid-stream")
+
+    app = web.Application(middlewares=[RequestIdMiddleware(tracer_provider=provider)])
+    app.router.add_get("/", half_stream)
+    client = await aiohttp_client(app)
+    response = await client.get("/")
+    assert response.status == 200
+    with pytest.raises(ClientPayloadError):
+        await response.read()
+    ours = [line for line in log_lines.lines if "Unhandled exception in GET /" in line]
+    assert len(ours) == 1
+    assert re.search(r"\[req:[0-9a-z]{8} trace:[0-9a-f]{32}\]", ours[0])
+    (span,) = exporter.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
