@@ -17,6 +17,7 @@ from .records import (
     install_record_factory,
     uninstall_record_factory,
 )
+from .threads import bind_context, run_in_executor
 
 __all__ = [
     "LOG_FORMAT",
@@ -27,12 +28,14 @@ __all__ = [
     "RequestIdInstrumentor",
     "RequestIdMiddleware",
     "__version__",
+    "bind_context",
     "current_request_id",
     "current_trace_id",
     "install_record_factory",
     "request_id",
     "request_id_from_span_id",
     "request_id_middleware",
+    "run_in_executor",
     "setup_logging_request_id_prefix",
     "uninstall_record_factory",
 ]

@@ -8,6 +8,8 @@ from aiohttp import web
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import NonRecordingSpan, Span, SpanKind
 
+from ._incoming import acceptable_baggage, acceptable_tracestate
+
 __all__ = [
     "HEADERS_GETTER",
     "is_server_span_of_request",
@@ -16,12 +18,24 @@ __all__ = [
 ]
 
 
+_CHECKED = {"tracestate": acceptable_tracestate, "baggage": acceptable_baggage}
+
+
 class _HeadersGetter(Getter[web.BaseRequest]):
-    """Lets OpenTelemetry propagators read request headers."""
+    """Lets OpenTelemetry propagators read request headers, minus malformed ones.
+
+    A ``tracestate`` or ``baggage`` header that does not parse is withheld, so that the
+    propagators never log the client's text (see ``_incoming``).
+    """
 
     def get(self, carrier: web.BaseRequest, key: str) -> list[str] | None:
         values = carrier.headers.getall(key, None)
-        return list(values) if values else None
+        if not values:
+            return None
+        check = _CHECKED.get(key.lower())
+        if check is not None and not all(check(value) for value in values):
+            return None
+        return list(values)
 
     def keys(self, carrier: web.BaseRequest) -> list[str]:
         return list(carrier.headers.keys())

@@ -466,3 +466,37 @@ async def test_exception_after_streaming_started_drops_the_connection(
     assert re.search(r"\[req:[0-9a-z]{8} trace:[0-9a-f]{32}\]", ours[0])
     (span,) = exporter.get_finished_spans()
     assert span.status.status_code is StatusCode.ERROR
+
+
+@pytest.mark.parametrize(
+    ("tracestate", "kept"),
+    [
+        ("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7", True),
+        ("tenant@vendor=opaque value", True),
+        ("] ERROR [req:admin]", False),
+        ("congo=a,congo=b", False),
+        ("UPPER=case", False),
+    ],
+)
+async def test_tracestate_is_kept_only_when_well_formed(
+    aiohttp_client: AiohttpClient,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    log_lines: LineCollector,
+    tracestate: str,
+    kept: bool,
+) -> None:
+    """A well-formed tracestate reaches the span; a malformed one is dropped, unlogged."""
+    client = await aiohttp_client(make_app(RequestIdMiddleware(tracer_provider=provider)))
+    response = await client.get(
+        "/hello/t",
+        headers={"traceparent": TRACEPARENT, "tracestate": tracestate, "baggage": tracestate},
+    )
+    assert response.status == 200
+    (span,) = exporter.get_finished_spans()
+    context = span.get_span_context()
+    assert context is not None
+    assert format(context.trace_id, "032x") == TRACEPARENT.split("-")[1]
+    assert (len(context.trace_state) > 0) is kept
+    assert not any(tracestate in line for line in log_lines.lines)
+    assert not [r for r in log_lines.records if r.levelno >= logging.WARNING]

@@ -42,8 +42,12 @@ def _no_otel_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(SPANS_FILE_ENV, raising=False)
 
 
+app_log = logging.getLogger("tests.wire.app")
+
+
 async def hello(request: web.Request) -> web.Response:
-    """Answer with the ids the request runs under, as the application sees them."""
+    """Log one line, and answer with the ids the request runs under."""
+    app_log.info("hello")
     return web.json_response({"request_id": current_request_id(), "trace_id": current_trace_id()})
 
 
@@ -262,10 +266,19 @@ async def test_faulty_collector_costs_requests_nothing(
         export_timeout=export_timeout, error_log_interval=interval, **batching
     )
     client = await aiohttp_client(make_app(provider))
+    app_lines = _Records()
+    app_log.addHandler(app_lines)
+    app_log.setLevel(logging.INFO)
     started = time.monotonic()
-    faulty = await _latencies(client, 2.0)
-    await asyncio.to_thread(provider.shutdown)
+    try:
+        faulty = await _latencies(client, 2.0)
+        await asyncio.to_thread(provider.shutdown)
+    finally:
+        app_log.removeHandler(app_lines)
     elapsed = time.monotonic() - started
+
+    # Every application line is written, one per request, whatever the exporter does.
+    assert len(app_lines.records) == len(faulty)
 
     # Latency: an export blocks its thread for up to export_timeout, once per batch; if
     # requests waited on it, one in every batch_size or more would take that long, and the
