@@ -30,11 +30,6 @@ class Patch:
         self._replacement: Callable[..., Any] | None = None
         self._on = False
 
-    @property
-    def applied(self) -> bool:
-        """Tell whether the replacement is in effect."""
-        return self._on
-
     def apply(self) -> None:
         """Put the replacement in place (or switch a forwarding one back on)."""
         if self._on:

@@ -56,6 +56,10 @@ _EXPORTERS: tuple[ExporterName, ...] = (
     "none",
 )
 _PROTOCOLS: tuple[OtlpProtocol, ...] = ("http/protobuf", "grpc")
+_PROTOCOL_BY_EXPORTER: dict[str, OtlpProtocol] = {
+    "otlp_proto_http": "http/protobuf",
+    "otlp_proto_grpc": "grpc",
+}
 
 #: Loggers through which the SDK's batch processor and the exporters report failures.
 EXPORT_LOGGERS = (
@@ -86,7 +90,11 @@ def read_export_settings(environ: Mapping[str, str] | None = None) -> ExportSett
     )
     # OTEL_TRACES_EXPORTER may list several exporters; one destination is what we build.
     requested = env.get("OTEL_TRACES_EXPORTER", "").split(",")[0].strip().lower()
-    exporter = requested or ("otlp" if endpoint else "otel_reqid_file")
+    # The exporter packages' own entry point names pick the protocol along with OTLP.
+    named_protocol = _PROTOCOL_BY_EXPORTER.get(requested)
+    exporter = (
+        "otlp" if named_protocol else requested or ("otlp" if endpoint else "otel_reqid_file")
+    )
     if exporter not in _EXPORTERS:
         raise ValueError(
             f"OTEL_TRACES_EXPORTER={requested!r} is not supported here; "
@@ -97,7 +105,7 @@ def read_export_settings(environ: Mapping[str, str] | None = None) -> ExportSett
         if env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
         else "OTEL_EXPORTER_OTLP_PROTOCOL"
     )
-    protocol = env.get(protocol_var, "").strip().lower() or "http/protobuf"
+    protocol = named_protocol or env.get(protocol_var, "").strip().lower() or "http/protobuf"
     if protocol not in _PROTOCOLS:
         raise ValueError(
             f"{protocol_var}={protocol!r} is not supported; use one of {', '.join(_PROTOCOLS)}"

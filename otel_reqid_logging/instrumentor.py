@@ -118,7 +118,10 @@ class RequestIdInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             # instrumentation may have replaced by a subclass.
             self._pre_freeze = Patch(AiohttpApplication, "pre_freeze", self._make_pre_freeze)
             self._access_log = Patch(AccessLogger, "log", _access_log_with_ids)
+            # Middlewares wired process-wide, and those wired by instrument_app: the
+            # log wiring stays while either kind is in use.
             self._wired: weakref.WeakSet[RequestIdMiddleware] = weakref.WeakSet()
+            self._wired_apps: weakref.WeakSet[RequestIdMiddleware] = weakref.WeakSet()
             self._owns_record_factory = False
 
     def instrumentation_dependencies(self) -> Collection[str]:
@@ -132,13 +135,10 @@ class RequestIdInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _uninstrument(self, **kwargs: Any) -> None:
         self._pre_freeze.remove()
-        self._access_log.remove()
         for middleware in list(self._wired):
             middleware.enabled = False
         self._wired.clear()
-        if self._owns_record_factory:
-            uninstall_record_factory()
-            self._owns_record_factory = False
+        self._release_logging(process_wide_ending=True)
 
     def instrument_app(self, app: web.Application, **options: Any) -> None:
         """Give one application the middleware, and the process the log wiring."""
@@ -150,6 +150,7 @@ class RequestIdInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self._setup_logging(resolved)
         middleware = _wire(app, resolved)
         middleware.enabled = True
+        self._wired_apps.add(middleware)
 
     def uninstrument_app(self, app: web.Application) -> None:
         """Take the middleware off one application (a running one stops using it)."""
@@ -157,10 +158,22 @@ class RequestIdInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if middleware is None:
             return
         middleware.enabled = False
+        self._wired_apps.discard(middleware)
         if not app.pre_frozen:
             app.middlewares.remove(middleware)
             app.on_response_prepare.remove(middleware.on_response_prepare)
             del app[_MIDDLEWARE_KEY]
+        self._release_logging(process_wide_ending=False)
+
+    def _release_logging(self, *, process_wide_ending: bool) -> None:
+        """Undo the log wiring once neither instrument() nor any instrument_app() needs it."""
+        process_wide = self.is_instrumented_by_opentelemetry and not process_wide_ending
+        if process_wide or any(m.enabled for m in self._wired_apps):
+            return
+        self._access_log.remove()
+        if self._owns_record_factory:
+            uninstall_record_factory()
+            self._owns_record_factory = False
 
     def _setup_logging(self, options: Options) -> None:
         if options.record_factory and not record_factory_installed():

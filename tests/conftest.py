@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.util._once import Once
 
 from otel_reqid_logging import records
+from otel_reqid_logging._paths import SPANS_FILE_ENV
 
 pytest_plugins = ["tests.tools"]
 
@@ -64,6 +66,15 @@ def log_lines() -> LineCollector:
     root.setLevel(logging.DEBUG)
     records.install_record_factory()
     return collector
+
+
+@pytest.fixture
+def no_otel_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run a test in an environment without OTEL_* or span-file settings."""
+    for name in list(os.environ):
+        if name.startswith("OTEL_"):
+            monkeypatch.delenv(name)
+    monkeypatch.delenv(SPANS_FILE_ENV, raising=False)
 
 
 @pytest.fixture

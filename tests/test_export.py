@@ -35,14 +35,7 @@ from otel_reqid_logging.export import (
 )
 from otel_reqid_logging.file_exporter import SpansFileExporter
 
-
-@pytest.fixture(autouse=True)
-def _no_otel_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Start every test from an environment without OTEL_* or span-file settings."""
-    for name in list(os.environ):
-        if name.startswith("OTEL_"):
-            monkeypatch.delenv(name)
-    monkeypatch.delenv(SPANS_FILE_ENV, raising=False)
+pytestmark = pytest.mark.usefixtures("no_otel_environment")
 
 
 @pytest.fixture
@@ -73,6 +66,14 @@ def _exporter_of(provider: TracerProvider) -> SpanExporter:
         ),
         (
             {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"},
+            ExportSettings("otlp", "http/protobuf", DEFAULT_SPANS_FILE),
+        ),
+        (
+            {"OTEL_TRACES_EXPORTER": "otlp_proto_grpc"},
+            ExportSettings("otlp", "grpc", DEFAULT_SPANS_FILE),
+        ),
+        (
+            {"OTEL_TRACES_EXPORTER": "otlp_proto_http", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
             ExportSettings("otlp", "http/protobuf", DEFAULT_SPANS_FILE),
         ),
         (

@@ -10,6 +10,7 @@ import pytest
 from aiohttp import ClientSession, web
 from aiohttp.typedefs import Handler
 from aiohttp.web import Application  # bound before instrument(), on purpose
+from aiohttp.web_log import AccessLogger
 from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
 from opentelemetry.instrumentation.logging import LoggingInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
@@ -143,6 +144,8 @@ async def test_instrument_app_and_uninstrument_app(
     aiohttp_server: AiohttpServer, provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
     """instrument_app acts on one app only; uninstrument_app takes it off again."""
+    factory = logging.getLogRecordFactory()
+    original_access_log = AccessLogger.log
     instrumentor = RequestIdInstrumentor()
     chosen = app_with_routes(web.Application())
     other = app_with_routes(web.Application())
@@ -160,6 +163,9 @@ async def test_instrument_app_and_uninstrument_app(
     instrumentor.uninstrument_app(chosen)
     body, _ = await fetch(str(chosen_server.make_url("/")))
     assert body == "none"
+    # The last app gone, the process-wide log wiring goes too.
+    assert logging.getLogRecordFactory() is factory
+    assert AccessLogger.log is original_access_log
     with pytest.raises(RuntimeError, match="before the application starts"):
         instrumentor.instrument_app(chosen)
 
@@ -177,9 +183,13 @@ async def test_streaming_response_gets_header_through_signal(
 
     app = web.Application()
     app.router.add_get("/", stream)
-    RequestIdInstrumentor().instrument_app(app)
-    server = await aiohttp_server(app)
-    body, header = await fetch(str(server.make_url("/")))
+    instrumentor = RequestIdInstrumentor()
+    instrumentor.instrument_app(app)
+    try:
+        server = await aiohttp_server(app)
+        body, header = await fetch(str(server.make_url("/")))
+    finally:
+        instrumentor.uninstrument_app(app)
     assert header == body != ""
 
 

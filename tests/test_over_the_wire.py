@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import socket
 import statistics
 import time
@@ -33,13 +32,7 @@ from tests.tools import PhoenixServer, RotelCollector
 PHOENIX_WAIT_S = 15.0
 
 
-@pytest.fixture(autouse=True)
-def _no_otel_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Start every test from an environment without OTEL_* or span-file settings."""
-    for name in list(os.environ):
-        if name.startswith("OTEL_"):
-            monkeypatch.delenv(name)
-    monkeypatch.delenv(SPANS_FILE_ENV, raising=False)
+pytestmark = pytest.mark.usefixtures("no_otel_environment")
 
 
 app_log = logging.getLogger("tests.wire.app")
