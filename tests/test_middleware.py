@@ -221,11 +221,17 @@ async def test_id_length_option(aiohttp_client: AiohttpClient) -> None:
     assert re.fullmatch(f"[{ALPHABET}]{{12}}", body["request_id"])
 
 
-async def test_incoming_id_ignored_by_default(aiohttp_client: AiohttpClient) -> None:
-    """A client's X-Request-ID is not adopted unless asked for."""
-    client = await aiohttp_client(make_app(RequestIdMiddleware()))
+async def test_incoming_id_ignored_by_default(
+    aiohttp_client: AiohttpClient, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """A client's X-Request-ID is not adopted unless asked for: the id is the span's."""
+    client = await aiohttp_client(make_app(RequestIdMiddleware(tracer_provider=provider)))
     response = await client.get("/hello/i", headers={"X-Request-ID": "client-chosen"})
-    assert response.headers["X-Request-ID"] != "client-chosen"
+    (span,) = exporter.get_finished_spans()
+    context = span.get_span_context()
+    assert context is not None
+    assert response.headers["X-Request-ID"] == request_id_from_span_id(context.span_id)
+    assert dict(span.attributes or {})["request.id"] == response.headers["X-Request-ID"]
 
 
 @pytest.mark.parametrize(
