@@ -13,7 +13,6 @@ printed beside it settles any collision; ``id_length`` up to 12 (60 bits) makes 
 
 from __future__ import annotations
 
-import base64
 import re
 
 __all__ = [
@@ -33,17 +32,32 @@ MIN_ID_LENGTH = 4
 MAX_ID_LENGTH = 12
 MAX_INCOMING_ID_LENGTH = 64
 
-# base64.b32encode speaks RFC 4648's alphabet; one translation table maps it onto ours,
-# so the whole encoding runs in C.
-_RFC4648 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-_TO_ALPHABET = bytes.maketrans(_RFC4648, ALPHABET.encode("ascii"))
+# Every pair of characters, indexed by the 10 bits it encodes: a request id costs one
+# table lookup per two characters (base64.b32encode runs a Python loop and is ~4x slower).
+_PAIRS = [first + second for first in ALPHABET for second in ALPHABET]
+# For each length, the shifts that bring each 10-bit group down, highest first.
+_SHIFTS = {n: tuple(range(10 * ((n + 1) // 2) - 10, -1, -10)) for n in range(1, MAX_ID_LENGTH + 1)}
 _ACCEPTABLE = re.compile(r"[A-Za-z0-9._-]+")
 
 
 def request_id_from_span_id(span_id: int, length: int = DEFAULT_ID_LENGTH) -> str:
     """Return the short request id for a span id: its top ``length * 5`` bits in base32."""
-    encoded = base64.b32encode(span_id.to_bytes(8, "big"))[:length]
-    return encoded.translate(_TO_ALPHABET).decode("ascii")
+    pairs = _PAIRS
+    if length == DEFAULT_ID_LENGTH:
+        # The default, once per request: four lookups, no loop.
+        top = span_id >> 24
+        return (
+            pairs[top >> 30] + pairs[top >> 20 & 1023] + pairs[top >> 10 & 1023] + pairs[top & 1023]
+        )
+    shifts = _SHIFTS.get(length)
+    if shifts is None:
+        raise ValueError(f"length must be between 1 and {MAX_ID_LENGTH}, got {length}")
+    # The top bits rounded up to whole pairs; an odd length drops the last character.
+    top = span_id >> (64 - 10 * ((length + 1) // 2))
+    text = ""
+    for shift in shifts:
+        text += pairs[top >> shift & 1023]
+    return text[:length]
 
 
 def is_acceptable_request_id(value: str, max_length: int = MAX_INCOMING_ID_LENGTH) -> bool:

@@ -15,6 +15,8 @@ from opentelemetry.trace import (
     INVALID_SPAN_ID,
     INVALID_TRACE_ID,
     NonRecordingSpan,
+    NoOpTracerProvider,
+    ProxyTracerProvider,
     Span,
     SpanContext,
     SpanKind,
@@ -40,7 +42,6 @@ from ._server_span import (
     span_name,
 )
 from ._version import __version__
-from .records import set_service_name
 
 __all__ = ["DEFAULT_HEADER_NAME", "RequestIdMiddleware"]
 
@@ -48,6 +49,10 @@ DEFAULT_HEADER_NAME = "X-Request-ID"
 
 _logger = logging.getLogger(__name__)
 _random_bits = random.getrandbits
+# Providers whose tracers never record: the API's default, before any SDK is set up.
+_NOTHING_RECORDS = (ProxyTracerProvider, NoOpTracerProvider)
+_NO_PROVIDER = ProxyTracerProvider()
+_UNKNOWN = object()
 
 
 class RequestIdMiddleware:
@@ -99,6 +104,7 @@ class RequestIdMiddleware:
         self._provider = tracer_provider
         self._tracer = trace.get_tracer(__name__, __version__, tracer_provider)
         self._sentry_scope = _sentry.scope_factory(sentry)
+        self._global_provider: trace.TracerProvider | None = None
         self._named_provider: object = None
         self._service_name = ""
         # Switched off by the instrumentor when an app it wired is uninstrumented while
@@ -110,19 +116,23 @@ class RequestIdMiddleware:
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Run one request inside its span and its ids."""
-        if not self.enabled or REQUEST_IDS_KEY in request:
+        # Our ids are in context only inside a request that a RequestIdMiddleware already
+        # handles, so most requests skip the lookup in the request (a raised KeyError).
+        if not self.enabled or (_ids.get() is not None and REQUEST_IDS_KEY in request):
             return await handler(request)
 
-        current = trace.get_current_span()
+        provider = self._current_provider()
+        otel_current = otel_context.get_current()
+        current = trace.get_current_span(otel_current)
         own_span: Span | None = None
         otel_token: object = None
         if is_server_span_of_request(current):
             span = current
         else:
-            span = own_span = self._start_span(request)
-            otel_token = otel_context.attach(trace.set_span_in_context(span))
+            span = own_span = self._start_span(request, provider)
+            otel_token = otel_context.attach(trace.set_span_in_context(span, otel_current))
 
-        ids = self._ids_for(request, span)
+        ids = self._ids_for(request, span, provider)
         request[REQUEST_IDS_KEY] = ids
         request[REQUEST_ID_KEY] = ids.request_id
         if span.is_recording():
@@ -178,23 +188,28 @@ class RequestIdMiddleware:
             _set_status_code(own_span, response.status)
         return response
 
-    def _start_span(self, request: web.Request) -> Span:
+    def _start_span(self, request: web.Request, provider: trace.TracerProvider) -> Span:
         """Start this request's SERVER span, or make up its ids when nothing records."""
         parent = extract(request, getter=HEADERS_GETTER)
-        route = route_of(request)
-        span = self._tracer.start_span(
-            span_name(request, route),
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes=request_attributes(request, route),
-            record_exception=False,
-            set_status_on_exception=False,
-        )
-        context = span.get_span_context()
-        if context.is_valid and not context.is_remote:
-            return span
-        # No SDK: the API hands back the caller's context (or nothing). The request still
-        # gets ids of its own, continuing the caller's trace when there is one.
+        if isinstance(provider, _NOTHING_RECORDS):
+            # No SDK: a tracer would only hand back the caller's span, so the name and
+            # the attributes it would drop are not even built.
+            context = trace.get_current_span(parent).get_span_context()
+        else:
+            route = route_of(request)
+            span = self._tracer.start_span(
+                span_name(request, route),
+                context=parent,
+                kind=SpanKind.SERVER,
+                attributes=request_attributes(request, route),
+                record_exception=False,
+                set_status_on_exception=False,
+            )
+            context = span.get_span_context()
+            if context.is_valid and not context.is_remote:
+                return span
+        # Nothing records: the API hands back the caller's context (or nothing). The
+        # request still gets ids of its own, continuing the caller's trace if there is one.
         trace_id = context.trace_id if context.is_valid else _new_id(128, INVALID_TRACE_ID)
         return NonRecordingSpan(
             SpanContext(
@@ -206,7 +221,9 @@ class RequestIdMiddleware:
             )
         )
 
-    def _ids_for(self, request: web.Request, span: Span) -> RequestIds:
+    def _ids_for(
+        self, request: web.Request, span: Span, provider: trace.TracerProvider
+    ) -> RequestIds:
         """Build the ids of this request from its span (and an accepted incoming id)."""
         context = span.get_span_context()
         short_id = None
@@ -222,18 +239,35 @@ class RequestIdMiddleware:
             request_id=short_id,
             trace_id=context.trace_id,
             span_id=context.span_id,
-            sampled=span.is_recording(),
-            service_name=self._current_service_name(),
+            sampled=context.trace_flags.sampled and span.is_recording(),
+            sampled_flag=context.trace_flags.sampled,
+            service_name=self._service_name_of(provider),
         )
 
-    def _current_service_name(self) -> str:
+    def _current_provider(self) -> trace.TracerProvider:
+        """Return the tracer provider that serves requests now.
+
+        Without an explicit one (or with the API's proxy) that is the global provider,
+        which the API lets be set only once: as soon as it is set it is kept.
+        """
+        provider = self._global_provider or self._provider
+        if provider is None or isinstance(provider, ProxyTracerProvider):
+            if getattr(trace, "_TRACER_PROVIDER", _UNKNOWN) is None:
+                # Not set yet. trace.get_tracer_provider() would say so too, but only
+                # after testing os.environ for a provider to load (~3.7 µs a request
+                # here); that test already ran when __init__ called trace.get_tracer().
+                return _NO_PROVIDER
+            provider = trace.get_tracer_provider()
+            if not isinstance(provider, ProxyTracerProvider):
+                self._global_provider = provider
+        return provider
+
+    def _service_name_of(self, provider: trace.TracerProvider) -> str:
         """Return ``service.name`` of the tracer provider, looked up once per provider."""
-        provider = self._provider or trace.get_tracer_provider()
         if provider is not self._named_provider:
             resource = getattr(provider, "resource", None)
             attributes = getattr(resource, "attributes", None) or {}
             self._service_name = str(attributes.get("service.name", ""))
-            set_service_name(self._service_name)
             self._named_provider = provider
         return self._service_name
 
@@ -253,8 +287,8 @@ class RequestIdMiddleware:
     def _add_header(self, response: web.StreamResponse, short_id: str) -> None:
         """Put the request id header on a response whose headers can still change."""
         name = self.header_name
-        if name is not None and not response.prepared and name not in response.headers:
-            response.headers[name] = short_id
+        if name is not None and not response.prepared:
+            response.headers.setdefault(name, short_id)
 
 
 def _set_status_code(span: Span, status: int) -> None:

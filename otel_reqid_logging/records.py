@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
+
+from opentelemetry import trace
 
 from ._context import _ids
 
@@ -22,7 +24,6 @@ __all__ = [
     "RequestIdFilter",
     "install_record_factory",
     "record_factory_installed",
-    "set_service_name",
     "uninstall_record_factory",
 ]
 
@@ -30,19 +31,44 @@ LOG_FORMAT = (
     "%(asctime)s %(levelname)s %(name)s [req:%(request_id)s trace:%(trace_id)s] %(message)s"
 )
 
+
+class _Attributes(dict[str, Any]):
+    """A dict of record attributes that also keeps its values as a tuple, in key order.
+
+    The record factory unpacks the tuple straight onto a record, which is cheaper than
+    iterating the dict; every way this module and its users change the dict
+    (item assignment, ``update``) refreshes the tuple.
+    """
+
+    __slots__ = ("values_tuple",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.values_tuple = tuple(self.values())
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.values_tuple = tuple(self.values())
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        super().update(*args, **kwargs)
+        self.values_tuple = tuple(self.values())
+
+
 # What records made outside any request carry. OpenTelemetry's names take the values
 # its logging instrumentation writes outside a span.
-OUTSIDE_REQUEST: dict[str, Any] = {
-    "request_id": "-",
-    "trace_id": "-",
-    "span_id": "-",
-    "trace_sampled": False,
-    "requestIdPrefix": "",
-    "otelTraceID": "0",
-    "otelSpanID": "0",
-    "otelTraceSampled": False,
-    "otelServiceName": "",
-}
+_outside = _Attributes(
+    request_id="-",
+    trace_id="-",
+    span_id="-",
+    trace_sampled=False,
+    requestIdPrefix="",
+    otelTraceID="0",
+    otelSpanID="0",
+    otelTraceSampled=False,
+    otelServiceName="",
+)
+OUTSIDE_REQUEST: dict[str, Any] = _outside
 
 _RecordFactory = Callable[..., logging.LogRecord]
 _lock = threading.Lock()
@@ -69,17 +95,105 @@ class _IdsRecordFactory:
         return record
 
 
-_installed: _IdsRecordFactory | None = None
+_init_record = logging.LogRecord.__init__
+
+
+class _IdsLogRecord(logging.LogRecord):
+    """A LogRecord carrying the ids: the factory itself when the previous one is LogRecord.
+
+    The common case, and the hot one: being the record class instead of a function
+    wrapping it saves a call per record, and setting the attributes one by one in a
+    fixed order keeps them in the instance's compact storage instead of its dict.
+    Like ``_IdsRecordFactory`` it only passes records through once switched off
+    (``_class_active``).
+    """
+
+    previous: ClassVar[_RecordFactory] = logging.LogRecord
+
+    def __init__(  # noqa: PLR0917  (LogRecord's own signature)
+        self,
+        name: str,
+        level: int,
+        pathname: str,
+        lineno: int,
+        msg: object,
+        args: Any,
+        exc_info: Any,
+        func: str | None = None,
+        sinfo: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs:
+            _init_record(
+                self, name, level, pathname, lineno, msg, args, exc_info, func, sinfo, **kwargs
+            )
+        else:
+            # Without ``**`` the call takes CPython's fast path (~0.2 µs less per record).
+            _init_record(self, name, level, pathname, lineno, msg, args, exc_info, func, sinfo)
+        if _class_active:
+            ids = _ids.get()
+            # In the order of RECORD_ATTRIBUTES, as OUTSIDE_REQUEST and RequestIds keep them.
+            (
+                self.request_id,
+                self.trace_id,
+                self.span_id,
+                self.trace_sampled,
+                self.requestIdPrefix,
+                self.otelTraceID,
+                self.otelSpanID,
+                self.otelTraceSampled,
+                self.otelServiceName,
+            ) = _outside.values_tuple if ids is None else ids.record_values
+
+
+# Whether _IdsLogRecord adds the ids: a module global rather than a class attribute,
+# because Python 3.11 reads it ~80 ns faster, and it is read for every record.
+_class_active = True
+
+_installed: _IdsRecordFactory | type[_IdsLogRecord] | None = None
+
+
+def _set_active(factory: _IdsRecordFactory | type[_IdsLogRecord], active: bool) -> None:
+    global _class_active  # noqa: PLW0603  (see its definition)
+    if isinstance(factory, _IdsRecordFactory):
+        factory.active = active
+    else:
+        _class_active = active
+
+
+def _service_name() -> str:
+    """Return ``service.name`` of the global tracer provider, or "" without an SDK."""
+    resource = getattr(trace.get_tracer_provider(), "resource", None)
+    attributes = getattr(resource, "attributes", None) or {}
+    return str(attributes.get("service.name", ""))
+
+
+def _reaches_ours() -> bool:
+    """Tell whether the current factory chain still runs ours, by making one record."""
+    probe = logging.getLogRecordFactory()(__name__, logging.DEBUG, __file__, 0, "", (), None)
+    return "request_id" in probe.__dict__
 
 
 def install_record_factory() -> None:
-    """Make every log record carry the ids; calling it again changes nothing."""
+    """Make every log record carry the ids; calling it again changes nothing.
+
+    ``otelServiceName`` outside a request is the global tracer provider's service name
+    at this moment. If another factory put back what it found and so dropped ours from
+    the chain, calling this again puts ours back.
+    """
     global _installed  # noqa: PLW0603  (the one factory of this process)
     with _lock:
+        OUTSIDE_REQUEST["otelServiceName"] = _service_name()
         if _installed is not None:
-            _installed.active = True
-            return
-        _installed = _IdsRecordFactory(logging.getLogRecordFactory())
+            _set_active(_installed, True)
+            if _reaches_ours():
+                return
+        previous = logging.getLogRecordFactory()
+        if previous is logging.LogRecord:
+            _installed = _IdsLogRecord
+            _set_active(_installed, True)
+        else:
+            _installed = _IdsRecordFactory(previous)
         logging.setLogRecordFactory(_installed)
 
 
@@ -93,17 +207,14 @@ def uninstall_record_factory() -> None:
             logging.setLogRecordFactory(_installed.previous)
             _installed = None
         else:
-            _installed.active = False
-
-
-def set_service_name(name: str) -> None:
-    """Set ``otelServiceName`` for records made outside a request."""
-    OUTSIDE_REQUEST["otelServiceName"] = name
+            _set_active(_installed, False)
 
 
 def record_factory_installed() -> bool:
     """Tell whether records made now get the ids from the factory."""
-    return _installed is not None and _installed.active
+    if _installed is None:
+        return False
+    return _installed.active if isinstance(_installed, _IdsRecordFactory) else _class_active
 
 
 class RequestIdFilter(logging.Filter):

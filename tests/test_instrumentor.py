@@ -18,7 +18,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from pytest_aiohttp import AiohttpServer
 
-from otel_reqid_logging import RequestIdInstrumentor, RequestIdMiddleware, current_request_id
+from otel_reqid_logging import (
+    RequestIdInstrumentor,
+    RequestIdMiddleware,
+    current_request_id,
+    install_record_factory,
+)
 from otel_reqid_logging._options import resolve_options
 from otel_reqid_logging.records import record_factory_installed
 from tests.conftest import LineCollector
@@ -257,6 +262,18 @@ async def test_beside_otel_logging_instrumentation(
     otel_logging.instrument(tracer_provider=provider, inject_trace_context=True)
     otel_logging.uninstrument()
     log.info("after theirs is gone")
+    assert vars(log_lines.records[-1])["request_id"] == "-"
+    instrumentor.uninstrument()
+
+    # Theirs first, then ours: removing theirs first puts back the factory it found and
+    # drops ours; installing ours again brings it back.
+    otel_logging.instrument(tracer_provider=provider, inject_trace_context=True)
+    instrumentor.instrument()
+    otel_logging.uninstrument()
+    log.info("ours cut out")
+    assert "request_id" not in vars(log_lines.records[-1])
+    install_record_factory()
+    log.info("ours back")
     assert vars(log_lines.records[-1])["request_id"] == "-"
 
 

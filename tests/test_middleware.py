@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Decision, Sampler, SamplingResult
 from opentelemetry.trace import SpanKind, StatusCode
 from pytest_aiohttp import AiohttpClient
 
@@ -506,3 +506,31 @@ async def test_tracestate_is_kept_only_when_well_formed(
     assert (len(context.trace_state) > 0) is kept
     assert not any(tracestate in line for line in log_lines.lines)
     assert not [r for r in log_lines.records if r.levelno >= logging.WARNING]
+
+
+class _RecordOnly(Sampler):
+    """Records every span but does not sample it: it is never exported."""
+
+    def should_sample(self, *args: object, **kwargs: object) -> SamplingResult:
+        return SamplingResult(Decision.RECORD_ONLY)
+
+    def get_description(self) -> str:
+        return "RecordOnly"
+
+
+async def test_sampled_means_exported(
+    aiohttp_client: AiohttpClient, exporter: InMemorySpanExporter, log_lines: LineCollector
+) -> None:
+    """trace_sampled says whether the span is exported; otelTraceSampled is the W3C flag."""
+    recording = TracerProvider(sampler=_RecordOnly())
+    recording.add_span_processor(SimpleSpanProcessor(exporter))
+    client = await aiohttp_client(make_app(RequestIdMiddleware(tracer_provider=recording)))
+    assert (await client.get("/hello/r")).status == 200
+    no_sdk = await aiohttp_client(make_app(RequestIdMiddleware()))
+    assert (await no_sdk.get("/hello/n", headers={"traceparent": TRACEPARENT})).status == 200
+
+    assert exporter.get_finished_spans() == ()
+    record_only, api_only = [vars(r) for r in log_lines.records if r.name == "tests.app"]
+    assert (record_only["trace_sampled"], record_only["otelTraceSampled"]) == (False, False)
+    # The caller sampled the trace, but nothing here records it.
+    assert (api_only["trace_sampled"], api_only["otelTraceSampled"]) == (False, True)

@@ -27,7 +27,8 @@ from pytest_aiohttp import AiohttpClient
 from otel_reqid_logging import RequestIdMiddleware, current_request_id, current_trace_id
 from otel_reqid_logging._paths import SPANS_FILE_ENV
 from otel_reqid_logging.export import configure_tracing
-from tests.tools import PhoenixServer, RotelCollector
+from tests.subprocess_app import free_port
+from tests.tools import PhoenixServer, RotelCollector, running_rotel
 
 PHOENIX_WAIT_S = 15.0
 
@@ -294,3 +295,69 @@ async def test_faulty_collector_costs_requests_nothing(
     # max_queue_size instead of holding them all.
     messages = [record.getMessage() for record in otel_log.records]
     assert any(shows in message for message in messages), messages
+
+
+async def _requests(client: Any, seconds: float) -> list[tuple[float, str]]:
+    """Send a request every 10 ms for `seconds`; return (latency, request id) pairs.
+
+    Paced, so that the trace store ingests the spans as fast as they come.
+    """
+    done = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        started = time.perf_counter()
+        async with client.get("/hello") as response:
+            assert response.status == 200
+            await response.read()
+        done.append((time.perf_counter() - started, response.headers["X-Request-ID"]))
+        await asyncio.sleep(0.01)
+    return done
+
+
+async def test_collector_restarted_mid_run(
+    aiohttp_client: AiohttpClient,
+    phoenix_server: PhoenixServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A collector that stops and comes back on its port: requests go on, export resumes.
+
+    Spans ended while it is down may be lost (the SDK retries, then drops); the spans
+    after its return reach the trace store, and no application line is lost.
+    """
+    port = free_port()
+    export_timeout = 1.0
+    with running_rotel(phoenix_server.otlp_http_endpoint, tmp_path, http_port=port) as rotel:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rotel.otlp_http_endpoint)
+        provider = configure_tracing(
+            service_name="restart",
+            export_timeout=export_timeout,
+            schedule_delay_millis=50,
+            max_queue_size=1024,
+            max_export_batch_size=128,
+        )
+        client = await aiohttp_client(make_app(provider))
+        app_lines = _Records()
+        app_log.addHandler(app_lines)
+        app_log.setLevel(logging.INFO)
+        before = await _requests(client, 1.0)
+        await asyncio.to_thread(provider.force_flush)
+        found_before = await phoenix_spans(phoenix_server, before[-1][1])
+    try:
+        during = await _requests(client, 1.5)
+        with running_rotel(phoenix_server.otlp_http_endpoint, tmp_path, http_port=port):
+            after = await _requests(client, 1.5)
+            await asyncio.to_thread(provider.force_flush)
+            found_after = await phoenix_spans(phoenix_server, after[-1][1])
+    finally:
+        app_log.removeHandler(app_lines)
+        await asyncio.to_thread(provider.shutdown)
+
+    assert found_before[0]["attributes"]["request.id"] == before[-1][1]
+    assert found_after[0]["attributes"]["request.id"] == after[-1][1]
+    every = before + during + after
+    assert len(app_lines.records) == len(every)
+    assert len({request_id for _, request_id in every}) == len(every)
+    # Requests never wait for the exporter: those that did would take an export timeout.
+    p99 = statistics.quantiles([latency for latency, _ in during], n=100)[98]
+    assert p99 < export_timeout / 2, p99

@@ -22,6 +22,7 @@ IDS = RequestIds(
     trace_id=0x4BF92F3577B34DA6A3CE929D0E0E4736,
     span_id=0x00F067AA0BA902B7,
     sampled=True,
+    sampled_flag=True,
     service_name="shop",
 )
 
@@ -81,6 +82,7 @@ def test_install_is_idempotent_and_chains_the_previous_factory() -> None:
     ours = logging.getLogRecordFactory()
     install_record_factory()
     assert logging.getLogRecordFactory() is ours
+    calls.clear()  # the second install made one probe record through the chain
     record = in_request(
         lambda: logging.getLogRecordFactory()("n", logging.INFO, "p", 1, "m", (), None)
     )

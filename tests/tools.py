@@ -33,6 +33,7 @@ __all__ = [
     "RotelCollector",
     "phoenix_server",
     "rotel_collector",
+    "running_rotel",
     "tool_venv",
 ]
 
@@ -299,14 +300,18 @@ def _rotel_binary(venv: Path) -> Path:
     return found[0]
 
 
-@pytest.fixture(scope="session")
-def rotel_collector(
-    phoenix_server: PhoenixServer, tmp_path_factory: pytest.TempPathFactory
+@contextlib.contextmanager
+def running_rotel(
+    forward_to: str, workdir: Path, *, http_port: int | None = None
 ) -> Iterator[RotelCollector]:
-    """A rotel OTLP collector on free loopback ports, forwarding spans to ``phoenix_server``."""
+    """Run rotel on loopback (on ``http_port`` when given), forwarding spans to ``forward_to``.
+
+    ``forward_to`` is an OTLP/HTTP base URL. Used by the session fixture, and by tests
+    that stop a collector and start it again on the same port.
+    """
     binary = _rotel_binary(tool_venv("rotel"))
-    workdir = tmp_path_factory.mktemp("rotel")
-    http_port, grpc_port = _free_port(), _free_port()
+    http_port = http_port or _free_port()
+    grpc_port = _free_port()
     http_endpoint = f"http://127.0.0.1:{http_port}"
     args = [
         str(binary),
@@ -321,7 +326,7 @@ def rotel_collector(
         "http",
         # rotel appends /v1/traces to this base URL, as the OTLP exporters of the SDKs do.
         "--otlp-exporter-endpoint",
-        phoenix_server.otlp_http_endpoint,
+        forward_to,
         # Forward within tens of milliseconds so tests need not wait out the 200 ms default.
         "--batch-timeout",
         "50ms",
@@ -330,7 +335,7 @@ def rotel_collector(
         "--log-file",
         str(workdir / "rotel-daemon.log"),
     ]
-    log_path = workdir / "rotel.log"
+    log_path = workdir / f"rotel-{http_port}.log"
 
     def ready() -> bool:
         # An empty ExportTraceServiceRequest is a valid protobuf message; 200 means the
@@ -355,3 +360,12 @@ def rotel_collector(
             otlp_grpc_endpoint=f"http://127.0.0.1:{grpc_port}",
             log_path=log_path,
         )
+
+
+@pytest.fixture(scope="session")
+def rotel_collector(
+    phoenix_server: PhoenixServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RotelCollector]:
+    """A rotel OTLP collector on free loopback ports, forwarding spans to ``phoenix_server``."""
+    with running_rotel(phoenix_server.otlp_http_endpoint, tmp_path_factory.mktemp("rotel")) as r:
+        yield r
