@@ -3,7 +3,9 @@
 
     python3 dev.py demo     # the demo: concurrent requests, their log lines, a trace lookup
     python3 dev.py test     # ruff, mypy --strict and the whole test suite
-    python3 dev.py bench    # the benchmark (needs wrk: apt-get install wrk)
+    python3 dev.py bench    # the benchmark
+
+`test` and `bench` need wrk, the load generator; as root they install it with apt-get.
 
 Only Python 3 is needed. Where Debian's python3 lacks ensurepip (no python3-venv package),
 pip is fetched from PyPI into the virtual environment.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -64,6 +67,17 @@ def ensure_venv() -> None:
     STAMP.write_text(wanted)
 
 
+def ensure_wrk() -> None:
+    """Install wrk, the benchmark's load generator, with apt-get when it is missing."""
+    if shutil.which("wrk"):
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        run("apt-get", "update", "-qq")
+        run("apt-get", "install", "-y", "-qq", "wrk")
+        return
+    sys.exit("wrk is needed by the benchmark and its test: sudo apt-get install wrk")
+
+
 def main() -> None:
     """Dispatch the sub-command."""
     command = sys.argv[1] if len(sys.argv) > 1 else "help"
@@ -71,6 +85,8 @@ def main() -> None:
         print(__doc__)
         sys.exit(0 if command in {"help", "-h", "--help"} else 2)
     ensure_venv()
+    if command in {"test", "bench"}:
+        ensure_wrk()
     os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
     extra = sys.argv[2:]
     if command == "demo":
