@@ -201,17 +201,21 @@ def blackholed_endpoint() -> Iterator[str]:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-async def _latencies(client: Any, seconds: float) -> list[float]:
-    """Send requests one after another for `seconds`; return each one's latency."""
-    latencies = []
+async def _requests(client: Any, seconds: float, *, pause: float = 0.0) -> list[tuple[float, str]]:
+    """Send requests one after another for `seconds`; return (latency, request id) pairs.
+
+    ``pause`` spaces them out, so that a trace store can ingest the spans as they come.
+    """
+    done = []
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         started = time.perf_counter()
         async with client.get("/hello") as response:
             assert response.status == 200
             await response.read()
-        latencies.append(time.perf_counter() - started)
-    return latencies
+        done.append((time.perf_counter() - started, response.headers["X-Request-ID"]))
+        await asyncio.sleep(pause)
+    return done
 
 
 FAULT_LOGGERS = {
@@ -251,7 +255,7 @@ async def test_faulty_collector_costs_requests_nothing(
     }
     baseline_provider = configure_tracing(exporter=InMemorySpanExporter(), **batching)
     baseline_client = await aiohttp_client(make_app(baseline_provider))
-    baseline = await _latencies(baseline_client, 0.5)
+    baseline = [latency for latency, _ in await _requests(baseline_client, 0.5)]
     await asyncio.to_thread(baseline_provider.shutdown)
 
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", request.getfixturevalue(fault))
@@ -265,7 +269,7 @@ async def test_faulty_collector_costs_requests_nothing(
     app_log.setLevel(logging.INFO)
     started = time.monotonic()
     try:
-        faulty = await _latencies(client, 2.0)
+        faulty = [latency for latency, _ in await _requests(client, 2.0)]
         await asyncio.to_thread(provider.shutdown)
     finally:
         app_log.removeHandler(app_lines)
@@ -297,23 +301,6 @@ async def test_faulty_collector_costs_requests_nothing(
     assert any(shows in message for message in messages), messages
 
 
-async def _requests(client: Any, seconds: float) -> list[tuple[float, str]]:
-    """Send a request every 10 ms for `seconds`; return (latency, request id) pairs.
-
-    Paced, so that the trace store ingests the spans as fast as they come.
-    """
-    done = []
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        started = time.perf_counter()
-        async with client.get("/hello") as response:
-            assert response.status == 200
-            await response.read()
-        done.append((time.perf_counter() - started, response.headers["X-Request-ID"]))
-        await asyncio.sleep(0.01)
-    return done
-
-
 async def test_collector_restarted_mid_run(
     aiohttp_client: AiohttpClient,
     phoenix_server: PhoenixServer,
@@ -340,13 +327,13 @@ async def test_collector_restarted_mid_run(
         app_lines = _Records()
         app_log.addHandler(app_lines)
         app_log.setLevel(logging.INFO)
-        before = await _requests(client, 1.0)
+        before = await _requests(client, 1.0, pause=0.01)
         await asyncio.to_thread(provider.force_flush)
         found_before = await phoenix_spans(phoenix_server, before[-1][1])
     try:
-        during = await _requests(client, 1.5)
+        during = await _requests(client, 1.5, pause=0.01)
         with running_rotel(phoenix_server.otlp_http_endpoint, tmp_path, http_port=port):
-            after = await _requests(client, 1.5)
+            after = await _requests(client, 1.5, pause=0.01)
             await asyncio.to_thread(provider.force_flush)
             found_after = await phoenix_spans(phoenix_server, after[-1][1])
     finally:
