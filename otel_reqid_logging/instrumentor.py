@@ -21,9 +21,10 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
     BaseInstrumentor,
 )
 
-from ._context import REQUEST_IDS_KEY, _ids, request_id
+from ._context import REQUEST_IDS_KEY
 from ._options import Options, resolve_options
 from ._patching import Patch
+from .access_log import log_with_ids
 from .middleware import RequestIdMiddleware
 from .records import install_record_factory, record_factory_installed, uninstall_record_factory
 
@@ -80,22 +81,12 @@ def _wire(app: web.Application, options: Options) -> RequestIdMiddleware:
 def _access_log_with_ids(
     original: Callable[..., None], on: Callable[[], bool]
 ) -> Callable[..., None]:
-    """Wrap ``AccessLogger.log`` so the record factory sees the request's ids."""
+    """Make aiohttp's ``AccessLogger.log`` write its line as ``RequestIdAccessLogger`` does."""
 
     def log(
         self: AccessLogger, request: web.BaseRequest, response: web.StreamResponse, time: float
     ) -> None:
-        ids = request.get(REQUEST_IDS_KEY) if on() else None
-        if ids is None:
-            original(self, request, response, time)
-            return
-        ids_token = _ids.set(ids)
-        request_id_token = request_id.set(ids.request_id)
-        try:
-            original(self, request, response, time)
-        finally:
-            request_id.reset(request_id_token)
-            _ids.reset(ids_token)
+        (log_with_ids if on() else original)(self, request, response, time)
 
     return log
 
