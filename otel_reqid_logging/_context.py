@@ -25,7 +25,6 @@ __all__ = [
     "REQUEST_IDS_KEY",
     "REQUEST_ID_KEY",
     "RequestIds",
-    "current_ids",
     "current_request_id",
     "current_trace_id",
     "request_id",
@@ -100,8 +99,6 @@ _ids: ContextVar[RequestIds | None] = ContextVar("otel_reqid_logging_ids", defau
 
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
 REQUEST_IDS_KEY = web.RequestKey("otel_reqid_logging.ids", RequestIds)
-
-current_ids = _ids.get
 
 
 def current_request_id() -> str | None:

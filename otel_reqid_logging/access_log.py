@@ -8,7 +8,7 @@ from aiohttp import web
 from aiohttp.web_log import AccessLogger
 
 from ._context import REQUEST_IDS_KEY
-from .records import OUTSIDE_REQUEST
+from .records import attributes_for
 
 __all__ = ["RequestIdAccessLogger", "log_with_ids"]
 
@@ -36,7 +36,6 @@ def log_with_ids(
                 group, name = key
                 fields = extra.setdefault(group, {})
                 fields[name] = value  # type: ignore[index]
-        ids = request.get(REQUEST_IDS_KEY)
         # Built by hand rather than with ``extra=``: makeRecord refuses extra keys that
         # the record factory has already set. It also skips findCaller, which would only
         # name aiohttp's own file.
@@ -50,7 +49,7 @@ def log_with_ids(
             None,
         )
         record.__dict__.update(extra)
-        record.__dict__.update(OUTSIDE_REQUEST if ids is None else ids.record_attrs)
+        record.__dict__.update(attributes_for(request.get(REQUEST_IDS_KEY)))
         logger.handle(record)
     except Exception:
         logger.exception("Error in logging")

@@ -17,7 +17,7 @@ from aiohttp.typedefs import Handler
 from opentelemetry import trace
 
 from . import middleware as _middleware
-from ._context import REQUEST_ID_KEY, REQUEST_IDS_KEY, request_id
+from ._context import REQUEST_ID_KEY, request_id
 from ._ids import DEFAULT_ID_LENGTH
 from .access_log import RequestIdAccessLogger
 from .records import install_record_factory
@@ -127,7 +127,7 @@ class RequestIdMiddleware(_middleware.RequestIdMiddleware):
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Run one request inside its span and ids, starting it the ancestor's way."""
-        if REQUEST_IDS_KEY in request:  # an outer RequestIdMiddleware already runs it
+        if self._passes_through(request):
             return await handler(request)
         return await super().__call__(request, partial(self._start, handler))
 

@@ -116,9 +116,7 @@ class RequestIdMiddleware:
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Run one request inside its span and its ids."""
-        # Our ids are in context only inside a request that a RequestIdMiddleware already
-        # handles, so most requests skip the lookup in the request (a raised KeyError).
-        if not self.enabled or (_ids.get() is not None and REQUEST_IDS_KEY in request):
+        if self._passes_through(request):
             return await handler(request)
 
         provider = self._current_provider()
@@ -154,6 +152,12 @@ class RequestIdMiddleware:
                 otel_context.detach(otel_token)  # type: ignore[arg-type]
         self._add_header(response, ids.request_id)
         return response
+
+    def _passes_through(self, request: web.Request) -> bool:
+        """Tell whether this middleware is off, or another one already runs the request."""
+        # Our ids are in context only inside a request that a RequestIdMiddleware already
+        # handles, so most requests skip the lookup in the request (a raised KeyError).
+        return not self.enabled or (_ids.get() is not None and REQUEST_IDS_KEY in request)
 
     async def _handle(
         self, request: web.Request, handler: Handler, span: Span, own_span: Span | None

@@ -16,12 +16,13 @@ from typing import Any, ClassVar
 
 from opentelemetry import trace
 
-from ._context import _ids
+from ._context import RequestIds, _ids
 
 __all__ = [
     "LOG_FORMAT",
     "OUTSIDE_REQUEST",
     "RequestIdFilter",
+    "attributes_for",
     "install_record_factory",
     "record_factory_installed",
     "uninstall_record_factory",
@@ -74,6 +75,11 @@ _RecordFactory = Callable[..., logging.LogRecord]
 _lock = threading.Lock()
 
 
+def attributes_for(ids: RequestIds | None) -> dict[str, Any]:
+    """Return the record attributes of a request's ids, or those outside any request."""
+    return OUTSIDE_REQUEST if ids is None else ids.record_attrs
+
+
 class _IdsRecordFactory:
     """A record factory that adds the ids to what the previous factory made.
 
@@ -90,8 +96,7 @@ class _IdsRecordFactory:
     def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
         record = self.previous(*args, **kwargs)
         if self.active:
-            ids = _ids.get()
-            record.__dict__.update(OUTSIDE_REQUEST if ids is None else ids.record_attrs)
+            record.__dict__.update(attributes_for(_ids.get()))
         return record
 
 
@@ -227,6 +232,5 @@ class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         """Add the ids of the running request to ``record``; never drops a record."""
         if "request_id" not in record.__dict__:
-            ids = _ids.get()
-            record.__dict__.update(OUTSIDE_REQUEST if ids is None else ids.record_attrs)
+            record.__dict__.update(attributes_for(_ids.get()))
         return True
