@@ -23,6 +23,7 @@ __all__ = [
     "OUTSIDE_REQUEST",
     "RequestIdFilter",
     "attributes_for",
+    "current_attributes",
     "install_record_factory",
     "record_factory_installed",
     "uninstall_record_factory",
@@ -78,6 +79,15 @@ _lock = threading.Lock()
 def attributes_for(ids: RequestIds | None) -> dict[str, Any]:
     """Return the record attributes of a request's ids, or those outside any request."""
     return OUTSIDE_REQUEST if ids is None else ids.record_attrs
+
+
+def current_attributes() -> dict[str, Any]:
+    """Return the attributes the record factory gives a record made here and now.
+
+    For output that is not a log record (structlog events), so that it carries the
+    same ids as the records written beside it.
+    """
+    return attributes_for(_ids.get())
 
 
 class _IdsRecordFactory:

@@ -27,6 +27,7 @@ PUBLIC_MODULES = [
     "otel_reqid_logging.middleware",
     "otel_reqid_logging.records",
     "otel_reqid_logging.sentry",
+    "otel_reqid_logging.structlog",
     "otel_reqid_logging.threads",
 ]
 
