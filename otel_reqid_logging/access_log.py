@@ -6,8 +6,10 @@ import logging
 
 from aiohttp import web
 from aiohttp.web_log import AccessLogger
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
-from ._context import REQUEST_IDS_KEY
+from ._context import REQUEST_IDS_KEY, RequestIds
 from .records import attributes_for
 
 __all__ = ["RequestIdAccessLogger", "log_with_ids"]
@@ -48,11 +50,32 @@ def log_with_ids(
             (),
             None,
         )
+        ids = request.get(REQUEST_IDS_KEY)
         record.__dict__.update(extra)
-        record.__dict__.update(attributes_for(request.get(REQUEST_IDS_KEY)))
-        logger.handle(record)
+        record.__dict__.update(attributes_for(ids))
+        # The request's span is over, but handlers that read the current OpenTelemetry
+        # context (its log export) must still see it for this line.
+        token = None if ids is None else otel_context.attach(_span_context_of(ids))
+        try:
+            logger.handle(record)
+        finally:
+            if token is not None:
+                otel_context.detach(token)
     except Exception:
         logger.exception("Error in logging")
+
+
+def _span_context_of(ids: RequestIds) -> otel_context.Context:
+    """Return an OpenTelemetry context whose current span is the request's (ended) span."""
+    span_context = trace.SpanContext(
+        trace_id=int(ids.trace_id, 16),
+        span_id=int(ids.span_id, 16),
+        is_remote=False,
+        trace_flags=trace.TraceFlags(
+            trace.TraceFlags.SAMPLED if ids.record_attrs["otelTraceSampled"] else 0
+        ),
+    )
+    return trace.set_span_in_context(trace.NonRecordingSpan(span_context))
 
 
 class RequestIdAccessLogger(AccessLogger):
