@@ -1,5 +1,6 @@
 """Short request ids from OpenTelemetry traces in every log line of an aiohttp server."""
 
+from ._client import client_trace_config
 from ._context import REQUEST_ID_KEY, current_request_id, current_trace_id, request_id
 from ._ids import request_id_from_span_id
 from ._version import __version__
@@ -29,6 +30,7 @@ __all__ = [
     "RequestIdMiddleware",
     "__version__",
     "bind_context",
+    "client_trace_config",
     "current_request_id",
     "current_trace_id",
     "install_record_factory",

@@ -118,3 +118,10 @@ def test_demo_shows_lines_and_finds_the_failing_request(tmp_path: Path) -> None:
     assert f"trace {trace_id}" in tail
     assert f"request.id={request_id}" in tail
     assert "ERROR" in tail
+
+
+def test_docs_python_blocks_compile() -> None:
+    """Every ```python block in docs/ is valid Python."""
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        for number, block in enumerate(python_blocks(page.read_text())):
+            compile(block, f"{page.name} block {number}", "exec")
