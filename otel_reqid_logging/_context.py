@@ -21,6 +21,7 @@ RECORD_ATTRIBUTES = (
 )
 
 __all__ = [
+    "EXCLUDED_KEY",
     "RECORD_ATTRIBUTES",
     "REQUEST_IDS_KEY",
     "REQUEST_ID_KEY",
@@ -99,6 +100,8 @@ _ids: ContextVar[RequestIds | None] = ContextVar("otel_reqid_logging_ids", defau
 
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
 REQUEST_IDS_KEY = web.RequestKey("otel_reqid_logging.ids", RequestIds)
+# Set on a request that ``excluded_urls`` leaves alone: no span, no ids, no access line.
+EXCLUDED_KEY = web.RequestKey("otel_reqid_logging.excluded", bool)
 
 
 def current_request_id() -> str | None:

@@ -8,6 +8,7 @@ from aiohttp import web
 from aiohttp.web_log import AccessLogger
 
 from ._context import REQUEST_IDS_KEY
+from ._excluded import is_excluded
 from .records import attributes_for
 
 __all__ = ["RequestIdAccessLogger", "log_with_ids"]
@@ -24,6 +25,8 @@ def log_with_ids(
     aiohttp writes the access line after the middlewares have returned, when the
     ContextVars of the request are already reset, so the ids are read from the request.
     """
+    if is_excluded(request):  # excluded_urls: no access line
+        return
     logger = access_logger.logger
     try:
         extra: dict[str, object] = {}
