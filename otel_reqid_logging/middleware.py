@@ -95,7 +95,7 @@ class RequestIdMiddleware:
         self.adopt_incoming_id = options.adopt_incoming_id
         self.incoming_header_name = options.incoming_header_name or options.header_name
         self.max_incoming_id_length = options.max_incoming_id_length
-        self._excludes = request_exclusion(options.url_excluded)
+        self._excludes = request_exclusion(options)
         self._headers = ResponseHeaders(
             request_id_header=options.header_name, traceresponse=options.traceresponse
         )
