@@ -11,20 +11,18 @@ from __future__ import annotations
 
 from multidict import CIMultiDict
 
-from ._context import RECORD_ATTRIBUTES, RequestIds
+from ._context import RequestIds
 
 __all__ = ["TRACERESPONSE_HEADER", "ResponseHeaders", "traceresponse_value"]
 
 TRACERESPONSE_HEADER = "traceresponse"
 _ALLOW_ORIGIN = "Access-Control-Allow-Origin"
 _EXPOSE = "Access-Control-Expose-Headers"
-_SAMPLED_FLAG = RECORD_ATTRIBUTES.index("otelTraceSampled")
 
 
 def traceresponse_value(ids: RequestIds) -> str:
-    """The ``traceresponse`` value for a request's ids (version 00, sampled flag only)."""
-    flags = "01" if ids.record_values[_SAMPLED_FLAG] else "00"
-    return f"00-{ids.trace_id}-{ids.span_id}-{flags}"
+    """The ``traceresponse`` value for a request's ids: version 00 and the span's flags."""
+    return f"00-{ids.trace_id}-{ids.span_id}-{ids.trace_flags:02x}"
 
 
 class ResponseHeaders:

@@ -247,6 +247,7 @@ class RequestIdMiddleware:
             sampled=context.trace_flags.sampled and span.is_recording(),
             sampled_flag=context.trace_flags.sampled,
             service_name=self._service_name_of(provider),
+            trace_flags=context.trace_flags,
         )
 
     def _current_provider(self) -> trace.TracerProvider:
