@@ -152,7 +152,7 @@ class RequestIdMiddleware:
         return response
 
     def _passes_through(self, request: web.Request) -> bool:
-        """Tell whether this middleware is off, or another one already runs the request."""
+        """Tell whether to leave the request alone: off, handled already, or excluded."""
         # Our ids are in context only inside a request that a RequestIdMiddleware already
         # handles, so most requests skip the lookup in the request (a raised KeyError).
         if not self.enabled or (_ids.get() is not None and REQUEST_IDS_KEY in request):
