@@ -334,3 +334,18 @@ def test_traceback_and_gzip_and_limit(tmp_path: Path) -> None:
     limited, left_out = find_log_lines([text, rotated], None, query, limit=2)
     assert len(limited) == 2
     assert left_out == 4
+
+
+def test_span_file_caught_by_a_glob_is_not_a_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--logs '*.jsonl'` may take in the span file: its OTLP lines are not log lines."""
+    spans = tmp_path / "spans.jsonl"
+    write_request(spans, "k3v9q2xd")
+    write(tmp_path / "app.jsonl", '{"message": "hi", "request_id": "k3v9q2xd", "time": 1.0}')
+
+    assert run(["--file", str(spans), "k3v9q2xd", "--logs", str(tmp_path / "*.jsonl")]) == 0
+
+    out = capsys.readouterr().out
+    assert "log lines (1 in 2 files" in out
+    assert "resourceSpans" not in out

@@ -222,6 +222,8 @@ def _matching_lines(path: Path, request: _Request) -> Iterator[LogLine]:
             if request.search.search(raw) is None:
                 continue
             fields = _json_fields(raw)
+            if fields is not None and "resourceSpans" in fields:
+                continue  # the span file itself, caught by a wide glob: the trace shows it
             line = LogLine(
                 path=str(path),
                 line_number=number,
@@ -328,6 +330,8 @@ def _iso_time(text: bytes) -> float | None:
     value = text.decode(errors="replace").strip().replace(",", ".")
     if value.endswith("Z"):
         value = value[:-1] + "+00:00"
+    # Python 3.10's fromisoformat wants the offset as +hh:mm.
+    value = re.sub(r"([+-]\d{2})(\d{2})$", r"\1:\2", value)
     # Python 3.10's fromisoformat takes 3 or 6 fraction digits only.
     value = re.sub(r"\.(\d+)", lambda m: "." + (m.group(1) + "000000")[:6], value, count=1)
     try:
