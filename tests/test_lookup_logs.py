@@ -349,3 +349,23 @@ def test_span_file_caught_by_a_glob_is_not_a_log(
     out = capsys.readouterr().out
     assert "log lines (1 in 2 files" in out
     assert "resourceSpans" not in out
+
+
+def test_truncated_gzip_keeps_the_lines_before_the_cut(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A .gz file cut short (rotation in progress) gives its lines, then a warning."""
+    whole = gzip.compress(
+        b"".join(
+            f"2026-01-01 10:00:{n:02d},000 INFO a [req:k3v9q2xd] line {n}\n".encode()
+            for n in range(60)
+        )
+        + bytes(range(256)) * 400
+    )
+    cut = tmp_path / "app.log.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+
+    lines, _ = find_log_lines([cut], None, Query(request_id="k3v9q2xd"))
+
+    assert [line.text.rsplit(" ", 1)[-1] for line in lines] == [str(n) for n in range(60)]
+    assert "warning: stopped reading" in capsys.readouterr().err

@@ -211,7 +211,7 @@ def _matching_lines(path: Path, request: _Request) -> Iterator[LogLine]:
     with _open(path) as stream:
         pending: LogLine | None = None
         continuation: list[str] = []
-        for number, raw in enumerate(_lines(stream), start=1):
+        for number, raw in enumerate(_lines(stream, path), start=1):
             if pending is not None:
                 if raw and _CONTINUATION.match(raw) is not None:
                     if len(continuation) < _MAX_CONTINUATION:
@@ -268,7 +268,7 @@ def _open(path: Path) -> IO[bytes]:
         raise LogFilesError(f"--logs: cannot read {str(path)!r}: {error.strerror}") from None
 
 
-def _lines(stream: IO[bytes]) -> Iterator[bytes]:
+def _lines(stream: IO[bytes], path: Path) -> Iterator[bytes]:
     """Yield lines without their end, each at most MAX_LINE_BYTES; the rest is skipped."""
     try:
         while True:
@@ -282,8 +282,11 @@ def _lines(stream: IO[bytes]) -> Iterator[bytes]:
                     rest = stream.readline(MAX_LINE_BYTES)
             yield line.rstrip(b"\r\n")
     except (OSError, EOFError) as error:
-        # A truncated gzip member (a log being rotated) ends the file, not the lookup.
-        yield f"[unreadable from here on: {error}]".encode()
+        # A truncated gzip file (one being rotated) ends there; the lines before it count.
+        print(
+            f"otel-reqid-logging lookup: warning: stopped reading {_clean(str(path))!r}: {error}",
+            file=sys.stderr,
+        )
 
 
 def _json_fields(raw: bytes) -> dict[str, Any] | None:
