@@ -157,6 +157,7 @@ async def test_environment_applies_to_a_bare_middleware(
     health = await client.get("/health")
     assert await health.text() == "-"
     assert "X-Correlation-ID" not in health.headers
+    assert "traceresponse" not in health.headers
 
 
 async def test_keywords_override_the_environment(
