@@ -21,6 +21,7 @@ RECORD_ATTRIBUTES = (
 )
 
 __all__ = [
+    "EXCLUDED_KEY",
     "RECORD_ATTRIBUTES",
     "REQUEST_IDS_KEY",
     "REQUEST_ID_KEY",
@@ -38,7 +39,15 @@ class RequestIds:
     line) only copies ready values instead of formatting ids again.
     """
 
-    __slots__ = ("_record_attrs", "record_values", "request_id", "sampled", "span_id", "trace_id")
+    __slots__ = (
+        "_record_attrs",
+        "record_values",
+        "request_id",
+        "sampled",
+        "span_id",
+        "trace_flags",
+        "trace_id",
+    )
 
     def __init__(
         self,
@@ -49,18 +58,21 @@ class RequestIds:
         sampled: bool,
         sampled_flag: bool,
         service_name: str,
+        trace_flags: int | None = None,
     ) -> None:
         """Keep one request's ids.
 
         ``sampled`` says whether this service records the span and exports it (the
         ``trace_sampled`` attribute); ``sampled_flag`` is the W3C sampled flag of its
-        context (``otelTraceSampled``, as OpenTelemetry's logging instrumentation has it).
+        context (``otelTraceSampled``, as OpenTelemetry's logging instrumentation has it);
+        ``trace_flags`` all its W3C flags (default: just the sampled one).
         """
         self.request_id = request_id
         # %-formatting: half the cost of format() or an f-string for these.
         self.trace_id = trace_hex = "%032x" % trace_id  # noqa: UP031
         self.span_id = span_hex = "%016x" % span_id  # noqa: UP031
         self.sampled = sampled
+        self.trace_flags = int(sampled_flag) if trace_flags is None else trace_flags
         # The values of the record attributes, in the order of RECORD_ATTRIBUTES: the
         # record factory unpacks them onto each record.
         self.record_values: tuple[Any, ...] = (
@@ -99,6 +111,8 @@ _ids: ContextVar[RequestIds | None] = ContextVar("otel_reqid_logging_ids", defau
 
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
 REQUEST_IDS_KEY = web.RequestKey("otel_reqid_logging.ids", RequestIds)
+# Set on a request that ``excluded_urls`` leaves alone: no span, no ids, no access line.
+EXCLUDED_KEY = web.RequestKey("otel_reqid_logging.excluded", bool)
 
 
 def current_request_id() -> str | None:

@@ -1,31 +1,65 @@
-"""The instrumentor's options, and the one place that reads their environment variables."""
+"""The library's options: one frozen object, and the one place that reads the environment.
+
+``Options`` is what the middleware and the instrumentor are configured with: keyword
+options over environment variables over defaults, validated once, here. Every variable the
+middleware, the instrumentor and the span file path use is read by this module
+(``export.py`` reads the standard ``OTEL_*`` exporter settings, the lookup command its own
+``OTEL_REQID_LOOKUP_*`` defaults, through ``spans_file`` for the span file).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
-from typing import Any
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypedDict
 
 from opentelemetry.trace import TracerProvider
 
-from ._ids import DEFAULT_ID_LENGTH, MAX_INCOMING_ID_LENGTH
-from .middleware import DEFAULT_HEADER_NAME, RequestIdMiddleware
+from ._ids import DEFAULT_ID_LENGTH, MAX_ID_LENGTH, MAX_INCOMING_ID_LENGTH, MIN_ID_LENGTH
 
-__all__ = ["ENVIRONMENT_VARIABLES", "Options", "resolve_options"]
+__all__ = [
+    "DEFAULT_HEADER_NAME",
+    "DEFAULT_SPANS_FILE",
+    "ENVIRONMENT_VARIABLES",
+    "SPANS_FILE_ENV",
+    "MiddlewareOptions",
+    "Options",
+    "compile_patterns",
+    "resolve_options",
+    "spans_file",
+]
 
-# Name -> what it sets; the README's table is this one.
+DEFAULT_HEADER_NAME = "X-Request-ID"
+SPANS_FILE_ENV = "OTEL_REQID_SPANS_FILE"
+DEFAULT_SPANS_FILE = "spans.jsonl"
+_EXCLUDED_URLS_ENV = ("OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS")
+
+# Name -> what it sets; docs/options.md's table is this one (a test compares them).
 ENVIRONMENT_VARIABLES = {
     "OTEL_REQID_HEADER": "response header name; empty or 'none' sends no header",
     "OTEL_REQID_ID_LENGTH": "characters in a request id, 4 to 12 (default 8)",
     "OTEL_REQID_ADOPT_INCOMING_ID": "'true' keeps a client's allowlisted X-Request-ID",
     "OTEL_REQID_SENTRY": "'true', 'false' or 'auto' (default): tag Sentry events",
+    "OTEL_REQID_TRACERESPONSE": "'true' sends the W3C traceresponse header (default false)",
+    "OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS": "comma-separated regexes of URLs to leave alone",
+    "OTEL_PYTHON_EXCLUDED_URLS": "the same, when the aiohttp-server variable is unset or empty",
+    SPANS_FILE_ENV: f"the local span file (default {DEFAULT_SPANS_FILE})",
 }
+
+# RFC 9110 token characters: anything else cannot be a header name.
+_HEADER_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_INSTRUMENTOR_ONLY = frozenset({"record_factory", "access_log"})
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Options:
-    """What ``RequestIdInstrumentor`` sets up, and how the middleware behaves."""
+    """How the middleware behaves, and what ``RequestIdInstrumentor`` sets up.
+
+    ``excluded_urls`` is normalized to a tuple of patterns; the compiled matcher is
+    ``url_excluded`` (None when nothing is excluded).
+    """
 
     tracer_provider: TracerProvider | None = None
     header_name: str | None = DEFAULT_HEADER_NAME
@@ -34,23 +68,109 @@ class Options:
     incoming_header_name: str | None = None
     max_incoming_id_length: int = MAX_INCOMING_ID_LENGTH
     sentry: bool | None = None
+    excluded_urls: str | Sequence[str] = ()
+    traceresponse: bool = False
     record_factory: bool = True
     access_log: bool = True
+    url_excluded: Callable[[str], bool] | None = dataclasses.field(
+        init=False, default=None, repr=False, compare=False
+    )
 
-    def make_middleware(self) -> RequestIdMiddleware:
-        """Build the middleware these options describe."""
-        return RequestIdMiddleware(
-            tracer_provider=self.tracer_provider,
-            header_name=self.header_name,
-            id_length=self.id_length,
-            adopt_incoming_id=self.adopt_incoming_id,
-            incoming_header_name=self.incoming_header_name,
-            max_incoming_id_length=self.max_incoming_id_length,
-            sentry=self.sentry,
-        )
+    def __post_init__(self) -> None:
+        """Refuse what cannot work, naming the option; normalize ``excluded_urls``."""
+        for name in ("adopt_incoming_id", "traceresponse", "record_factory", "access_log"):
+            _check_type(name, getattr(self, name), bool)
+        if self.sentry is not None:
+            _check_type("sentry", self.sentry, bool, "True, False or None")
+        _check_type("id_length", self.id_length, int)
+        _check_type("max_incoming_id_length", self.max_incoming_id_length, int)
+        if not MIN_ID_LENGTH <= self.id_length <= MAX_ID_LENGTH:
+            raise ValueError(
+                f"id_length must be between {MIN_ID_LENGTH} and {MAX_ID_LENGTH}, "
+                f"got {self.id_length}"
+            )
+        if not 1 <= self.max_incoming_id_length <= 1024:
+            raise ValueError(
+                "max_incoming_id_length must be between 1 and 1024, "
+                f"got {self.max_incoming_id_length}"
+            )
+        for name in ("header_name", "incoming_header_name"):
+            value = getattr(self, name)
+            valid = isinstance(value, str) and _HEADER_TOKEN.fullmatch(value)
+            if value is not None and not valid:
+                raise ValueError(f"{name} must be an HTTP header name or None, got {value!r}")
+        if self.adopt_incoming_id and not (self.incoming_header_name or self.header_name):
+            raise ValueError("adopt_incoming_id needs incoming_header_name or header_name")
+        patterns = _patterns(self.excluded_urls, "excluded_urls")
+        object.__setattr__(self, "excluded_urls", patterns)
+        object.__setattr__(self, "url_excluded", compile_patterns(patterns, "excluded_urls"))
 
 
-_FIELDS = {field.name for field in dataclasses.fields(Options)}
+class MiddlewareOptions(TypedDict, total=False):
+    """The keyword options of ``RequestIdMiddleware``: those of ``Options`` it uses."""
+
+    tracer_provider: TracerProvider | None
+    header_name: str | None
+    id_length: int
+    adopt_incoming_id: bool
+    incoming_header_name: str | None
+    max_incoming_id_length: int
+    sentry: bool | None
+    excluded_urls: str | Sequence[str]
+    traceresponse: bool
+
+
+_FIELDS = frozenset(field.name for field in dataclasses.fields(Options) if field.init)
+_MIDDLEWARE_FIELDS = _FIELDS - _INSTRUMENTOR_ONLY
+
+
+def _check_type(name: str, value: object, kind: type, expected: str = "") -> None:
+    # bool is an int: an id_length of True is a mistake, not 1.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TypeError(f"{name} must be {expected or kind.__name__}, got {value!r}")
+
+
+def _patterns(value: object, source: str) -> tuple[str, ...]:
+    """Split a comma-separated string, or take a sequence, of regular expressions."""
+    if isinstance(value, str):
+        items: Sequence[object] = value.split(",")
+    elif isinstance(value, Sequence):
+        items = value
+    else:
+        raise TypeError(f"{source} must be a string or a sequence of strings, got {value!r}")
+    patterns = []
+    for item in items:
+        if not isinstance(item, str):
+            raise TypeError(f"{source} must hold strings, got {item!r}")
+        if item.strip():
+            patterns.append(item.strip())
+    return tuple(patterns)
+
+
+def compile_patterns(patterns: tuple[str, ...], source: str) -> Callable[[str], bool] | None:
+    """Return a test of whether any pattern ``re.search``-matches a text; None for none.
+
+    A pattern that is not a regular expression is refused with ``source`` (the option or
+    variable it came from) and the pattern itself in the message.
+    """
+    if not patterns:
+        return None
+    compiled = []
+    for pattern in patterns:
+        try:
+            compiled.append(re.compile(pattern))
+        except re.error as error:
+            raise ValueError(
+                f"{source}: {pattern!r} is not a regular expression ({error})"
+            ) from None
+    try:
+        # One search for all of them, as OpenTelemetry's exclusion lists do.
+        search = re.compile("|".join(f"(?:{p})" for p in patterns)).search
+    except re.error:
+        # Patterns that only stand alone (inline global flags, repeated group names).
+        searches = [regex.search for regex in compiled]
+        return lambda text: any(found(text) is not None for found in searches)
+    return lambda text: search(text) is not None
 
 
 def _flag(name: str, raw: str, *, allow_auto: bool = False) -> bool | None:
@@ -69,29 +189,62 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     if "OTEL_REQID_HEADER" in environ:
         header = environ["OTEL_REQID_HEADER"].strip()
-        found["header_name"] = None if header.lower() in {"", "none"} else header
+        if header.lower() in {"", "none"}:
+            found["header_name"] = None
+        elif _HEADER_TOKEN.fullmatch(header):
+            found["header_name"] = header
+        else:
+            raise ValueError(f"OTEL_REQID_HEADER must be an HTTP header name, got {header!r}")
     if "OTEL_REQID_ID_LENGTH" in environ:
         raw = environ["OTEL_REQID_ID_LENGTH"]
         try:
             found["id_length"] = int(raw)
         except ValueError:
             raise ValueError(f"OTEL_REQID_ID_LENGTH must be a number, got {raw!r}") from None
-    if "OTEL_REQID_ADOPT_INCOMING_ID" in environ:
-        raw = environ["OTEL_REQID_ADOPT_INCOMING_ID"]
-        found["adopt_incoming_id"] = _flag("OTEL_REQID_ADOPT_INCOMING_ID", raw)
+    for variable, option in (
+        ("OTEL_REQID_ADOPT_INCOMING_ID", "adopt_incoming_id"),
+        ("OTEL_REQID_TRACERESPONSE", "traceresponse"),
+    ):
+        if variable in environ:
+            found[option] = _flag(variable, environ[variable])
     if "OTEL_REQID_SENTRY" in environ:
         raw = environ["OTEL_REQID_SENTRY"]
         found["sentry"] = _flag("OTEL_REQID_SENTRY", raw, allow_auto=True)
+    # As OpenTelemetry's aiohttp-server instrumentation reads them: the specific
+    # variable, else the general one; an empty value counts as unset.
+    for variable in _EXCLUDED_URLS_ENV:
+        raw = environ.get(variable, "")
+        if raw.strip():
+            patterns = _patterns(raw, variable)
+            compile_patterns(patterns, variable)  # a bad pattern names the variable
+            found["excluded_urls"] = patterns
+            break
     return found
 
 
-def resolve_options(given: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Options:
-    """Merge keyword options over the environment; unknown names are an error."""
-    unknown = sorted(set(given) - _FIELDS)
+def resolve_options(
+    given: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+    *,
+    middleware_only: bool = False,
+) -> Options:
+    """Merge keyword options over the environment (default ``os.environ``).
+
+    Unknown names are a TypeError; with ``middleware_only``, so are the instrumentor's
+    own (``record_factory``, ``access_log``).
+    """
+    known = _MIDDLEWARE_FIELDS if middleware_only else _FIELDS
+    unknown = sorted(set(given) - known)
     if unknown:
         raise TypeError(
-            f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(_FIELDS))}"
+            f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
     settings = _from_environment(os.environ if environ is None else environ)
     settings.update(given)
     return Options(**settings)
+
+
+def spans_file(environ: Mapping[str, str] | None = None) -> str:
+    """Return the span file path the environment selects, so writer and reader agree."""
+    env = os.environ if environ is None else environ
+    return env.get(SPANS_FILE_ENV) or DEFAULT_SPANS_FILE

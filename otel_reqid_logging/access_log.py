@@ -10,6 +10,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from ._context import REQUEST_IDS_KEY, RequestIds
+from ._excluded import is_excluded
 from .records import attributes_for
 
 __all__ = ["RequestIdAccessLogger", "log_with_ids"]
@@ -26,6 +27,8 @@ def log_with_ids(
     aiohttp writes the access line after the middlewares have returned, when the
     ContextVars of the request are already reset, so the ids are read from the request.
     """
+    if is_excluded(request):  # excluded_urls: no access line
+        return
     logger = access_logger.logger
     try:
         extra: dict[str, object] = {}

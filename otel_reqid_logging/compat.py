@@ -10,17 +10,19 @@ import logging
 import warnings
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from opentelemetry import trace
 
 from . import middleware as _middleware
 from ._context import REQUEST_ID_KEY, request_id
-from ._ids import DEFAULT_ID_LENGTH
+from ._options import MiddlewareOptions
 from .access_log import RequestIdAccessLogger
 from .records import install_record_factory
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "ANCESTOR_HEADER_NAME",
@@ -103,9 +105,7 @@ class RequestIdMiddleware(_middleware.RequestIdMiddleware):
         log_function_name: bool = True,
         request_id_header_name: str | None = ANCESTOR_HEADER_NAME,
         no_fallback_request_id_key: bool = False,
-        tracer_provider: trace.TracerProvider | None = None,
-        id_length: int = DEFAULT_ID_LENGTH,
-        sentry: bool | None = None,
+        **options: Unpack[MiddlewareOptions],
     ) -> None:
         """Configure the middleware with the ancestor's options and a few of ours.
 
@@ -113,14 +113,13 @@ class RequestIdMiddleware(_middleware.RequestIdMiddleware):
         ``log_function_name`` names the handler in it. ``request_id_header_name``
         names the response header (None turns it off). ``no_fallback_request_id_key``
         stores the id only under ``REQUEST_ID_KEY``. The rest are
-        :class:`otel_reqid_logging.RequestIdMiddleware`'s options.
+        :class:`otel_reqid_logging.RequestIdMiddleware`'s options (but ``header_name``,
+        which is ``request_id_header_name`` here).
         """
-        super().__init__(
-            tracer_provider=tracer_provider,
-            header_name=request_id_header_name,
-            id_length=id_length,
-            sentry=sentry,
-        )
+        if "header_name" in options:
+            raise TypeError("name the header with request_id_header_name here, not header_name")
+        merged: MiddlewareOptions = {**options, "header_name": request_id_header_name}
+        super().__init__(**merged)
         self.log_function_name = log_function_name
         self._log_request_start = log_request_start or self.log_request_start
         self._fallback_key = not no_fallback_request_id_key

@@ -12,7 +12,7 @@ import os
 
 from opentelemetry.exporter.otlp.json.file.trace_exporter import FileSpanExporter
 
-from ._paths import spans_file
+from ._options import spans_file
 
 __all__ = ["SpansFileExporter"]
 
@@ -21,4 +21,4 @@ class SpansFileExporter(FileSpanExporter):
     """Append spans as OTLP JSON lines to ``path``, or to the file the environment names."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        super().__init__(path if path is not None else spans_file(os.environ))
+        super().__init__(path if path is not None else spans_file())

@@ -39,17 +39,20 @@ def _is_otel_server_middleware(middleware: object) -> bool:
     return getattr(middleware, "__module__", None) == _OTEL_AIOHTTP_SERVER
 
 
-def _outermost_only(otel_middleware: Any) -> Any:
+def _outermost_only(
+    otel_middleware: Any, excludes: Callable[[web.BaseRequest], bool] | None
+) -> Any:
     """Wrap OpenTelemetry's middleware so it does nothing for a request already traced.
 
     It sits on every application OpenTelemetry instruments, sub-applications included,
     and would start a second SERVER span for a request routed into a sub-application.
-    Our middleware in the outer application has marked the request by then.
+    Our middleware in the outer application has marked the request by then. A request
+    our ``excluded_urls`` leaves alone gets no span from it either.
     """
 
     @functools.wraps(otel_middleware)
     async def outermost_only(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if REQUEST_IDS_KEY in request:
+        if REQUEST_IDS_KEY in request or (excludes is not None and excludes(request)):
             return await handler(request)
         return cast(web.StreamResponse, await otel_middleware(request, handler))
 
@@ -60,7 +63,7 @@ def _wire(app: web.Application, options: Options) -> RequestIdMiddleware:
     """Put the middleware on a not yet frozen app once, in the right place."""
     middlewares = app.middlewares
     existing = [m for m in middlewares if isinstance(m, RequestIdMiddleware)]
-    ours = existing[0] if existing else options.make_middleware()
+    ours = existing[0] if existing else RequestIdMiddleware._from_options(options)
     for duplicate in existing:
         middlewares.remove(duplicate)
     # Inside OpenTelemetry's middleware ours finds its span and reuses it; outside, a
@@ -70,7 +73,7 @@ def _wire(app: web.Application, options: Options) -> RequestIdMiddleware:
         if _is_otel_server_middleware(other):
             position = index + 1
             if not hasattr(other, "__wrapped__"):
-                middlewares[index] = _outermost_only(other)
+                middlewares[index] = _outermost_only(other, ours._excludes)
     middlewares.insert(position, ours)
     if _MIDDLEWARE_KEY not in app:
         app.on_response_prepare.append(ours.on_response_prepare)

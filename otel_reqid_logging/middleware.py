@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -26,14 +27,10 @@ from opentelemetry.trace import (
 
 from . import sentry as _sentry
 from ._context import REQUEST_ID_KEY, REQUEST_IDS_KEY, RequestIds, _ids, request_id
-from ._ids import (
-    DEFAULT_ID_LENGTH,
-    MAX_ID_LENGTH,
-    MAX_INCOMING_ID_LENGTH,
-    MIN_ID_LENGTH,
-    is_acceptable_request_id,
-    request_id_from_span_id,
-)
+from ._excluded import request_exclusion
+from ._ids import is_acceptable_request_id, request_id_from_span_id
+from ._options import DEFAULT_HEADER_NAME, MiddlewareOptions, Options, resolve_options
+from ._response_headers import ResponseHeaders
 from ._server_span import (
     HEADERS_GETTER,
     is_server_span_of_request,
@@ -43,9 +40,10 @@ from ._server_span import (
 )
 from ._version import __version__
 
-__all__ = ["DEFAULT_HEADER_NAME", "RequestIdMiddleware"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
-DEFAULT_HEADER_NAME = "X-Request-ID"
+__all__ = ["DEFAULT_HEADER_NAME", "RequestIdMiddleware"]
 
 _logger = logging.getLogger(__name__)
 _random_bits = random.getrandbits
@@ -66,44 +64,44 @@ class RequestIdMiddleware:
 
     __middleware_version__ = 1  # what ``@web.middleware`` marks: the new-style signature
 
-    def __init__(
-        self,
-        *,
-        tracer_provider: trace.TracerProvider | None = None,
-        header_name: str | None = DEFAULT_HEADER_NAME,
-        id_length: int = DEFAULT_ID_LENGTH,
-        adopt_incoming_id: bool = False,
-        incoming_header_name: str | None = None,
-        max_incoming_id_length: int = MAX_INCOMING_ID_LENGTH,
-        sentry: bool | None = None,
-    ) -> None:
-        """Configure the middleware.
+    def __init__(self, **options: Unpack[MiddlewareOptions]) -> None:
+        """Configure the middleware; docs/options.md describes each option.
 
+        Environment variables (``OTEL_REQID_*``, and the excluded URLs of
+        ``OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS`` / ``OTEL_PYTHON_EXCLUDED_URLS``) give
+        the defaults, as for the instrumentor; keyword options override them.
         ``header_name`` names the response header carrying the request id (None turns
         it off). With ``adopt_incoming_id`` a request id sent by the client in
         ``incoming_header_name`` (default: ``header_name``) is kept when it passes the
         allowlist; otherwise it is replaced and never logged. ``sentry`` tags Sentry
         events with the ids: True, False, or None to do so when sentry_sdk is
-        initialized.
+        initialized. ``excluded_urls`` (regexes) leaves matching requests alone;
+        ``traceresponse`` sends the W3C ``traceresponse`` header.
         """
-        if not MIN_ID_LENGTH <= id_length <= MAX_ID_LENGTH:
-            raise ValueError(
-                f"id_length must be between {MIN_ID_LENGTH} and {MAX_ID_LENGTH}, got {id_length}"
-            )
-        if not 1 <= max_incoming_id_length <= 1024:
-            raise ValueError(
-                f"max_incoming_id_length must be between 1 and 1024, got {max_incoming_id_length}"
-            )
-        if adopt_incoming_id and not (incoming_header_name or header_name):
-            raise ValueError("adopt_incoming_id needs incoming_header_name or header_name")
-        self.header_name = header_name
-        self.id_length = id_length
-        self.adopt_incoming_id = adopt_incoming_id
-        self.incoming_header_name = incoming_header_name or header_name
-        self.max_incoming_id_length = max_incoming_id_length
-        self._provider = tracer_provider
-        self._tracer = trace.get_tracer(__name__, __version__, tracer_provider)
-        self._sentry_scope = _sentry.scope_factory(sentry)
+        self._configure(resolve_options(options, middleware_only=True))
+
+    @classmethod
+    def _from_options(cls, options: Options) -> RequestIdMiddleware:
+        """Build the middleware from options already resolved (by the instrumentor)."""
+        middleware = cls.__new__(cls)
+        middleware._configure(options)
+        return middleware
+
+    def _configure(self, options: Options) -> None:
+        self.options = options
+        # Copied out of `options`: the request path reads them on every request.
+        self.header_name = options.header_name
+        self.id_length = options.id_length
+        self.adopt_incoming_id = options.adopt_incoming_id
+        self.incoming_header_name = options.incoming_header_name or options.header_name
+        self.max_incoming_id_length = options.max_incoming_id_length
+        self._excludes = request_exclusion(options)
+        self._headers = ResponseHeaders(
+            request_id_header=options.header_name, traceresponse=options.traceresponse
+        )
+        self._provider = options.tracer_provider
+        self._tracer = trace.get_tracer(__name__, __version__, options.tracer_provider)
+        self._sentry_scope = _sentry.scope_factory(options.sentry)
         self._global_provider: trace.TracerProvider | None = None
         self._named_provider: object = None
         self._service_name = ""
@@ -150,14 +148,17 @@ class RequestIdMiddleware:
             if own_span is not None:
                 own_span.end()
                 otel_context.detach(otel_token)  # type: ignore[arg-type]
-        self._add_header(response, ids.request_id)
+        self._add_header(response, ids)
         return response
 
     def _passes_through(self, request: web.Request) -> bool:
-        """Tell whether this middleware is off, or another one already runs the request."""
+        """Tell whether to leave the request alone: off, handled already, or excluded."""
         # Our ids are in context only inside a request that a RequestIdMiddleware already
         # handles, so most requests skip the lookup in the request (a raised KeyError).
-        return not self.enabled or (_ids.get() is not None and REQUEST_IDS_KEY in request)
+        if not self.enabled or (_ids.get() is not None and REQUEST_IDS_KEY in request):
+            return True
+        # An excluded request runs as if the library were off: nearly free.
+        return self._excludes is not None and self._excludes(request)
 
     async def _handle(
         self, request: web.Request, handler: Handler, span: Span, own_span: Span | None
@@ -168,7 +169,7 @@ class RequestIdMiddleware:
         except web.HTTPException as exc:
             if own_span is not None:
                 _set_status_code(own_span, exc.status)
-            self._add_header(exc, request[REQUEST_ID_KEY])
+            self._add_header(exc, request[REQUEST_IDS_KEY])
             raise
         except asyncio.CancelledError:
             if own_span is not None and own_span.is_recording():
@@ -246,6 +247,7 @@ class RequestIdMiddleware:
             sampled=context.trace_flags.sampled and span.is_recording(),
             sampled_flag=context.trace_flags.sampled,
             service_name=self._service_name_of(provider),
+            trace_flags=context.trace_flags,
         )
 
     def _current_provider(self) -> trace.TracerProvider:
@@ -278,21 +280,19 @@ class RequestIdMiddleware:
     async def on_response_prepare(
         self, request: web.BaseRequest, response: web.StreamResponse
     ) -> None:
-        """Send the header on responses prepared inside the handler (streams, WebSockets).
+        """Send the headers on responses prepared inside the handler (streams, WebSockets).
 
         An ``on_response_prepare`` signal handler; ``instrument_app`` registers it.
         """
         ids = request.get(REQUEST_IDS_KEY)
-        name = self.header_name
         # `response.prepared` is already true here, but the headers are not sent yet.
-        if ids is not None and self.enabled and name is not None and name not in response.headers:
-            response.headers[name] = ids.request_id
+        if ids is not None and self.enabled:
+            self._headers.write(response.headers, ids)
 
-    def _add_header(self, response: web.StreamResponse, short_id: str) -> None:
-        """Put the request id header on a response whose headers can still change."""
-        name = self.header_name
-        if name is not None and not response.prepared:
-            response.headers.setdefault(name, short_id)
+    def _add_header(self, response: web.StreamResponse, ids: RequestIds) -> None:
+        """Put the request id header (and traceresponse) on a response not yet prepared."""
+        if not response.prepared:
+            self._headers.write(response.headers, ids)
 
 
 def _set_status_code(span: Span, status: int) -> None:

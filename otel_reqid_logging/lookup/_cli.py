@@ -14,6 +14,7 @@ import aiohttp
 from .._paths import SPANS_FILE_ENV, spans_file
 from ._backend import Backend, find
 from ._errors import COMMON_REASONS, BackendError, TraceNotFoundError
+from ._logs import LogFilesError, print_log_lines
 from ._model import Trace
 from ._query import Query, QueryError, parse_query, shown
 from ._render import render_trace
@@ -60,7 +61,8 @@ def run(argv: list[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     try:
         query = _checked_query(args)
-    except QueryError as error:
+        with_logs = print_log_lines(args.logs, query)
+    except (QueryError, LogFilesError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     try:
@@ -68,11 +70,13 @@ def run(argv: list[str] | None = None) -> int:
     except TraceNotFoundError as missing:
         reasons = "".join(f"\n  - {reason}" for reason in (*missing.reasons, *COMMON_REASONS))
         print(f"{PROG}: {missing.message}\nLikely reasons:{reasons}", file=sys.stderr)
+        with_logs(None)
         return EXIT_NOT_FOUND
     except BackendError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return EXIT_BACKEND_ERROR
     _print(traces, query, jaeger_ui_url=args.jaeger_ui_url or args.jaeger_url)
+    with_logs(traces[0])
     return EXIT_FOUND
 
 
@@ -141,6 +145,13 @@ def _parser(defaults: Mapping[str, str | None]) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--timeout", type=_timeout, default=10.0, metavar="SECONDS", help="per request"
+    )
+    parser.add_argument(
+        "--logs",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="after the trace, print its log lines from these files (repeatable; globs)",
     )
     parser.set_defaults(**defaults)
     return parser
