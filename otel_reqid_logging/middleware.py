@@ -233,10 +233,11 @@ class RequestIdMiddleware:
         short_id = None
         if self.adopt_incoming_id:
             incoming = request.headers.get(self.incoming_header_name)  # type: ignore[arg-type]
-            if incoming is not None and is_acceptable_request_id(
-                incoming, self.max_incoming_id_length
-            ):
-                short_id = incoming
+            if incoming is not None:
+                # HTTP's optional whitespace around a value; aiohttp before 3.14.4 keeps it.
+                incoming = incoming.strip(" \t")
+                if is_acceptable_request_id(incoming, self.max_incoming_id_length):
+                    short_id = incoming
         if short_id is None:
             short_id = request_id_from_span_id(context.span_id, self.id_length)
         return RequestIds(
