@@ -9,12 +9,9 @@ tests run there, and the demo runs at the ``sdk`` extra's floors.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -22,8 +19,17 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from tests.subprocess_app import ROOT
+from tests.wheels import (
+    CONSTRAINTS,
+    clean_env,
+    install,
+    make_venv,
+    requirements,
+    run,
+    uv,
+    versions,
+)
 
-CONSTRAINTS = ROOT / "dev-constraints.txt"
 #: Tests of the core that run against the lowest versions; they need the SDK only as the
 #: test harness (in-memory exporter), installed at the API's version.
 CORE_TESTS = [
@@ -46,106 +52,28 @@ INSTRUMENTATION_COMPANIONS = [
 ]
 
 
-def _uv() -> str:
-    found = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
-    if found is None:
-        pytest.fail("uv is needed to build and install the wheel: run `python3 dev.py test`")
-    return found
-
-
-def _clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "VIRTUAL_ENV"))}
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env
-
-
-def _run(*command: str | Path, cwd: Path | None = None) -> str:
-    completed = subprocess.run(
-        [str(part) for part in command],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        cwd=cwd,
-        env=_clean_env(),
-    )
-    assert completed.returncode == 0, f"{command}:\n{completed.stdout}\n{completed.stderr}"
-    return completed.stdout
-
-
-@pytest.fixture(scope="session")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The wheel, built from the sdist as a release would be."""
-    out = tmp_path_factory.mktemp("dist")
-    _run(_uv(), "build", "--quiet", "--out-dir", out, ROOT)
-    (built,) = out.glob("*.whl")
-    return built
-
-
-def _requirements(wheel: Path, *, extra: str | None = None) -> list[str]:
-    """The wheel's Requires-Dist lines for the core, or those one extra adds of its own."""
-    with zipfile.ZipFile(wheel) as archive:
-        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
-        metadata = archive.read(name).decode()
-    found = []
-    for line in re.findall(r"^Requires-Dist: (.+)$", metadata, flags=re.MULTILINE):
-        requirement = Requirement(line)
-        if requirement.name == "otel-reqid-logging":  # an extra that includes another
-            continue
-        if extra is None:
-            wanted = requirement.marker is None
-        else:
-            wanted = requirement.marker is not None and requirement.marker.evaluate(
-                {"extra": extra}
-            )
-        if wanted:
-            requirement.marker = None
-            found.append(str(requirement))
-    return found
-
-
-def _venv(path: Path) -> Path:
-    _run(_uv(), "venv", "--quiet", "--python", sys.executable, path)
-    return path / "bin" / "python"
-
-
-def _install(python: Path, *requirements: str | Path, lowest: bool = False) -> None:
-    args: list[str | Path] = [_uv(), "pip", "install", "--quiet", "--python", python]
-    if lowest:
-        args += ["--resolution", "lowest-direct"]
-    else:
-        args += ["--constraint", CONSTRAINTS]
-    _run(*args, *requirements)
-
-
-def _versions(python: Path) -> dict[str, str]:
-    frozen = _run(_uv(), "pip", "freeze", "--python", python)
-    pins = (line.split("==") for line in frozen.splitlines() if "==" in line)
-    return {name.lower().replace("_", "-"): version for name, version in pins}
-
-
 @pytest.fixture(scope="session")
 def plain_python(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh environment with `pip install otel-reqid-logging` and nothing else."""
-    python = _venv(tmp_path_factory.mktemp("plain") / "venv")
-    _install(python, wheel)
+    python = make_venv(tmp_path_factory.mktemp("plain") / "venv")
+    install(python, wheel)
     return python
 
 
 def test_core_requirements_are_the_api_only(wheel: Path) -> None:
     """The plain install asks for aiohttp, the OpenTelemetry API and instrumentation only."""
-    names = sorted(Requirement(line).name for line in _requirements(wheel))
+    names = sorted(Requirement(line).name for line in requirements(wheel))
     assert names == ["aiohttp", "opentelemetry-api", "opentelemetry-instrumentation"]
-    sdk = sorted(Requirement(line).name for line in _requirements(wheel, extra="sdk"))
+    sdk = sorted(Requirement(line).name for line in requirements(wheel, extra="sdk"))
     assert sdk == ["opentelemetry-exporter-otlp-json-file", "opentelemetry-sdk"]
 
 
 def test_plain_install_has_no_sdk_and_gives_ids(plain_python: Path, tmp_path: Path) -> None:
     """No SDK in the plain install, yet handler lines, access lines and headers carry ids."""
-    assert "opentelemetry-sdk" not in _versions(plain_python)
+    assert "opentelemetry-sdk" not in versions(plain_python)
     check = tmp_path / "check.py"
     shutil.copy(ROOT / "tests" / "plain_install_check.py", check)
-    report = json.loads(_run(plain_python, check, cwd=tmp_path))
+    report = json.loads(run(plain_python, check, cwd=tmp_path))
 
     assert "site-packages" in report["package"]  # the wheel, not the source tree
     assert report["sdk_importable"] is False
@@ -171,7 +99,7 @@ def test_plain_install_demo_names_the_sdk_extra(plain_python: Path, tmp_path: Pa
         timeout=60,
         check=False,
         cwd=tmp_path,
-        env=_clean_env(),
+        env=clean_env(),
     )
     assert completed.returncode == 2
     (line,) = completed.stderr.strip().splitlines()
@@ -181,9 +109,9 @@ def test_plain_install_demo_names_the_sdk_extra(plain_python: Path, tmp_path: Pa
 @pytest.fixture(scope="session")
 def lowest_python(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel at the lowest versions of its core requirements, plus the test harness."""
-    python = _venv(tmp_path_factory.mktemp("lowest") / "venv")
-    _install(python, wheel, *_requirements(wheel), lowest=True)
-    floors = _versions(python)
+    python = make_venv(tmp_path_factory.mktemp("lowest") / "venv")
+    install(python, wheel, *requirements(wheel), lowest=True)
+    floors = versions(python)
     # The harness must not move what the floor resolved: pin it, and take the rest from
     # the dev constraints.
     harness = tmp_path_factory.mktemp("lowest") / "harness.txt"
@@ -197,8 +125,8 @@ def lowest_python(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     ]
     harness.write_text("\n".join([*(f"{n}=={v}" for n, v in floors.items()), *kept]) + "\n")
     instrumentation = floors["opentelemetry-instrumentation"]
-    _run(
-        _uv(),
+    run(
+        uv(),
         "pip",
         "install",
         "--quiet",
@@ -215,8 +143,8 @@ def lowest_python(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 def test_lowest_versions_are_the_declared_floors(wheel: Path, lowest_python: Path) -> None:
     """The lowest-versions environment really holds each core requirement's minimum."""
-    installed = _versions(lowest_python)
-    for line in _requirements(wheel):
+    installed = versions(lowest_python)
+    for line in requirements(wheel):
         requirement = Requirement(line)
         (floor,) = (spec.version for spec in requirement.specifier if spec.operator == ">=")
         assert Version(installed[requirement.name]) == Version(floor), requirement.name
@@ -250,7 +178,7 @@ def test_core_tests_pass_at_the_lowest_versions(lowest_python: Path, tmp_path: P
         timeout=900,
         check=False,
         cwd=tmp_path,
-        env=_clean_env(),
+        env=clean_env(),
     )
     assert completed.returncode == 0, completed.stdout[-6000:] + completed.stderr[-3000:]
     assert " passed" in completed.stdout.strip().splitlines()[-1]
@@ -258,15 +186,13 @@ def test_core_tests_pass_at_the_lowest_versions(lowest_python: Path, tmp_path: P
 
 def test_sdk_extra_works_at_its_floors(wheel: Path, tmp_path: Path) -> None:
     """At the sdk extra's lowest versions, the demo exports spans and finds one again."""
-    python = _venv(tmp_path / "venv")
-    _install(python, wheel, *_requirements(wheel), *_requirements(wheel, extra="sdk"), lowest=True)
-    installed = _versions(python)
-    for line in _requirements(wheel, extra="sdk"):
+    python = make_venv(tmp_path / "venv")
+    install(python, wheel, *requirements(wheel), *requirements(wheel, extra="sdk"), lowest=True)
+    installed = versions(python)
+    for line in requirements(wheel, extra="sdk"):
         requirement = Requirement(line)
         (floor,) = (spec.version for spec in requirement.specifier if spec.operator == ">=")
         assert Version(installed[requirement.name]) == Version(floor), requirement.name
-    out = _run(
-        python.parent / "otel-reqid-logging", "demo", "--spans-file", "s.jsonl", cwd=tmp_path
-    )
+    out = run(python.parent / "otel-reqid-logging", "demo", "--spans-file", "s.jsonl", cwd=tmp_path)
     assert "== Looking up" in out
     assert re.search(r"^trace [0-9a-f]{32} ", out, flags=re.MULTILINE), out
