@@ -82,7 +82,9 @@ class RequestIdMiddleware:
         ``header_name`` names the response header carrying the request id (None turns
         it off). With ``adopt_incoming_id`` a request id sent by the client in
         ``incoming_header_name`` (default: ``header_name``) is kept when it passes the
-        allowlist; otherwise it is replaced and never logged. ``sentry`` tags Sentry
+        allowlist; otherwise it is replaced and never logged. That lets the client choose
+        its id (and reuse another request's), so turn it on only behind a trusted proxy
+        that sets the header itself. ``sentry`` tags Sentry
         events with the ids: True, False, or None to do so when sentry_sdk is
         initialized.
         """
