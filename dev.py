@@ -34,7 +34,8 @@ CONSTRAINTS = ROOT / "dev-constraints.txt"
 # Written only once the install succeeded: a .venv without it is half-made.
 STAMP = VENV / ".dev-installed"
 MINIMUM_PYTHON = (3, 10)
-WRK_INSTALL = "sudo apt-get install wrk (Debian, Ubuntu), or brew install wrk (macOS)"
+# What the benchmark and its smoke test need beyond Python: Debian package -> its program.
+BENCH_TOOLS = {"wrk": "wrk"}
 LOCK_COMMAND = (
     "pip",
     "compile",
@@ -197,15 +198,27 @@ def lock(extra: list[str]) -> None:
     print(f"{CONSTRAINTS.name} updated; the next dev.py run installs from it.")
 
 
-def ensure_wrk() -> None:
-    """Install wrk, the benchmark's load generator, with apt-get as root; else say how."""
-    if shutil.which("wrk"):
+def missing_bench_tools() -> list[str]:
+    """The packages of BENCH_TOOLS whose program is not on PATH."""
+    return [package for package, program in BENCH_TOOLS.items() if not shutil.which(program)]
+
+
+def bench_tools_hint(missing: list[str]) -> str:
+    """How to install ``missing``, for a message."""
+    names = " ".join(missing)
+    return f"sudo apt-get install {names} (Debian, Ubuntu), or brew install {names} (macOS)"
+
+
+def ensure_bench_tools() -> None:
+    """Install what the benchmark needs with apt-get as root; else say how, and stop."""
+    missing = missing_bench_tools()
+    if not missing:
         return
     if os.geteuid() == 0 and shutil.which("apt-get"):
         run("apt-get", "update", "-qq")
-        run("apt-get", "install", "-y", "-qq", "wrk")
+        run("apt-get", "install", "-y", "-qq", *missing)
         return
-    sys.exit(f"the benchmark needs wrk: {WRK_INSTALL}")
+    sys.exit(f"the benchmark needs {', '.join(missing)}: {bench_tools_hint(missing)}")
 
 
 def main() -> None:
@@ -225,10 +238,11 @@ def main() -> None:
     if command == "demo":
         run(BIN / "otel-reqid-logging", "demo", *extra)
     elif command == "test":
-        if not shutil.which("wrk"):
+        missing = missing_bench_tools()
+        if missing:
             print(
-                f"note: wrk is not installed, so the benchmark's smoke test will fail "
-                f"(every other test runs). To install it: {WRK_INSTALL}",
+                f"note: {', '.join(missing)} not installed, so the benchmark's smoke test will "
+                f"fail (every other test runs). To install: {bench_tools_hint(missing)}",
                 flush=True,
             )
         run(BIN / "ruff", "check", ".")
@@ -236,7 +250,7 @@ def main() -> None:
         run(BIN / "mypy")
         run(PYTHON, "-m", "pytest", *extra)
     else:
-        ensure_wrk()
+        ensure_bench_tools()
         run(PYTHON, "-m", "bench", *extra)
 
 
