@@ -15,9 +15,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import SpanKind
 from packaging.requirements import Requirement
 from packaging.version import Version
 
+from otel_reqid_logging.file_exporter import SpansFileExporter
 from tests.subprocess_app import ROOT
 from tests.wheels import (
     CONSTRAINTS,
@@ -104,6 +108,20 @@ def test_plain_install_demo_names_the_sdk_extra(plain_python: Path, tmp_path: Pa
     assert completed.returncode == 2
     (line,) = completed.stderr.strip().splitlines()
     assert line.endswith("pip install 'otel-reqid-logging[sdk]'")
+
+
+def test_plain_install_looks_a_request_up(plain_python: Path, tmp_path: Path) -> None:
+    """`lookup` is part of the core: the plain install reads a span file an SDK wrote."""
+    spans = tmp_path / "spans.jsonl"
+    provider = TracerProvider()  # here, where the SDK is installed
+    provider.add_span_processor(SimpleSpanProcessor(SpansFileExporter(spans)))
+    tracer = provider.get_tracer("tests.floors")
+    tracer.start_span("GET /", kind=SpanKind.SERVER, attributes={"request.id": "k3v9q2xd"}).end()
+    provider.shutdown()
+
+    out = run(plain_python.parent / "otel-reqid-logging", "lookup", "--file", spans, "k3v9q2xd")
+    assert re.search(r"^trace [0-9a-f]{32} ", out, flags=re.MULTILINE), out
+    assert "request.id=k3v9q2xd" in out
 
 
 @pytest.fixture(scope="session")
