@@ -1,11 +1,16 @@
-"""What the plain install needs: the core runs on the OpenTelemetry API alone."""
+"""What the package needs: the core runs on the OpenTelemetry API alone; dev tools are pinned."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from importlib import metadata
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from tests.subprocess_app import ROOT
 
 #: Modules that make up the core: the plain install (no extras) imports and runs them.
 CORE_MODULES = [
@@ -82,3 +87,38 @@ def test_demo_without_the_sdk_says_one_line() -> None:
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("otel-reqid-logging demo: The local span file exporter needs the sdk")
     assert line.endswith("pip install 'otel-reqid-logging[sdk]'")
+
+
+def _requirements_of(extra: str, seen: set[str]) -> set[str]:
+    """Names an extra needs, following the extras of this package it includes."""
+    names: set[str] = set()
+    for line in metadata.requires("otel-reqid-logging") or []:
+        requirement = Requirement(line)
+        marker = requirement.marker
+        if marker is None or not marker.evaluate({"extra": extra}):
+            continue
+        if canonicalize_name(requirement.name) == "otel-reqid-logging":
+            for included in requirement.extras - seen:
+                seen.add(included)
+                names |= _requirements_of(included, seen)
+        else:
+            names.add(canonicalize_name(requirement.name))
+    return names
+
+
+def test_constraints_pin_every_dev_requirement() -> None:
+    """dev-constraints.txt pins all the dev extra needs: else `python3 dev.py lock` is due."""
+    pinned = {
+        canonicalize_name(line.split("==")[0])
+        for line in (ROOT / "dev-constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith((" ", "#"))
+    }
+    core = {
+        canonicalize_name(Requirement(line).name)
+        for line in metadata.requires("otel-reqid-logging") or []
+        if Requirement(line).marker is None
+    }
+    missing = (_requirements_of("dev", {"dev"}) | core) - pinned
+    assert not missing, (
+        f"not pinned in dev-constraints.txt: {sorted(missing)}; run `python3 dev.py lock`"
+    )
