@@ -82,8 +82,15 @@ def _path_with_uv(tmp_path: Path) -> str:
     return f"{folder}{os.pathsep}{_path_without_uv()}"
 
 
-def _dev(tree: Path, code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH"}}
+def _dev(
+    tree: Path, code: str, *, drop: tuple[str, ...] = (), **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` after ``import dev`` in ``tree``, without the variables named in ``drop``."""
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"VIRTUAL_ENV", "PYTHONPATH"} and not k.startswith(drop)
+    }
     environ.update(env)
     return subprocess.run(
         [sys.executable, "-c", f"import dev\n{code}"],
@@ -189,3 +196,35 @@ def test_package_index_address_is_nowhere_in_dev_py() -> None:
     text = (ROOT / "dev.py").read_text()
     assert not re.search(r"https?://", text)
     assert "pypi.org" not in text
+
+
+def test_uv_is_given_the_users_pip_index_settings(tree: Path, tmp_path: Path) -> None:
+    """A mirror configured for pip (environment or pip.conf) is the one uv is sent to."""
+    config = tmp_path / "pip.conf"
+    config.write_text("[global]\nindex-url = http://127.0.0.1:9/mirror/simple\n")
+    show = "env = dev.uv_environment()\nprint(env.get('UV_INDEX_URL'), env.get('UV_FIND_LINKS'))"
+    mine = ("PIP_", "UV_")  # this machine's own settings stay out of the way
+    empty = tmp_path / "empty.conf"
+    empty.write_text("")
+
+    from_file = _dev(tree, show, drop=mine, PIP_CONFIG_FILE=str(config))
+    assert from_file.stdout.split() == ["http://127.0.0.1:9/mirror/simple", "None"]
+
+    from_env = _dev(
+        tree,
+        show,
+        drop=mine,
+        PIP_CONFIG_FILE=str(empty),
+        PIP_INDEX_URL="http://127.0.0.1:9/env/simple",
+        PIP_FIND_LINKS="/a /b",
+    )
+    assert from_env.stdout.split() == ["http://127.0.0.1:9/env/simple", "/a,/b"]
+
+    own = _dev(
+        tree,
+        show,
+        drop=mine,
+        PIP_CONFIG_FILE=str(config),
+        UV_INDEX_URL="http://127.0.0.1:9/uv/simple",
+    )
+    assert own.stdout.split()[0] == "http://127.0.0.1:9/uv/simple"  # uv's own setting wins
