@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from .demo import main as run_demo
 from .lookup._cli import run as run_lookup
 
 __all__ = ["console_main", "main"]
@@ -26,6 +25,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "lookup":
         return run_lookup(rest)
     if command == "demo":
+        # Imported on use: the demo needs the SDK, which `lookup` does not.
+        from .demo import main as run_demo  # noqa: PLC0415
+
         return run_demo(rest)
     print(USAGE, end="", file=sys.stdout if command in {"-h", "--help"} else sys.stderr)
     return 0 if command in {"-h", "--help"} else 2

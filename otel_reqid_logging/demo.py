@@ -1,7 +1,7 @@
 """`otel-reqid-logging demo`: a small shop app, concurrent requests, and a trace lookup.
 
 Everything runs on the embedded default: spans go to a local OTLP-JSON-lines file and
-the lookup reads them back from there, so nothing beyond the package is needed.
+the lookup reads them back from there, so nothing beyond the ``sdk`` extra is needed.
 """
 
 from __future__ import annotations
@@ -13,17 +13,19 @@ import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from aiohttp import ClientSession, web
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
 
+from ._extras import MissingExtraError
 from .export import configure_tracing
-from .file_exporter import SpansFileExporter
 from .instrumentor import RequestIdInstrumentor
 from .lookup._cli import run as run_lookup
 from .records import LOG_FORMAT
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 __all__ = ["make_app", "run_demo", "serve"]
 
@@ -107,6 +109,9 @@ def run_demo(spans_file: Path, *, out: TextIO = sys.stdout) -> int:
     """Serve four concurrent requests (one fails), print their lines, look one up."""
     if spans_file.exists():
         spans_file.unlink()
+    # Imported on use: the exporter needs the sdk extra.
+    from .file_exporter import SpansFileExporter  # noqa: PLC0415
+
     lines = _Lines(out)
     root = logging.getLogger()
     root.addHandler(lines)
@@ -147,6 +152,11 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--host", default="0.0.0.0")  # noqa: S104 (the container's port)
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args(list(argv))
+    try:
+        from . import file_exporter  # noqa: F401, PLC0415 (is the sdk extra installed?)
+    except MissingExtraError as error:
+        print(f"otel-reqid-logging demo: {error}", file=sys.stderr)
+        return 2
     if args.serve:
         serve(host=args.host, port=args.port)
         return 0

@@ -13,7 +13,9 @@ One call, :func:`configure_tracing`, builds an SDK ``TracerProvider`` from the s
 
 The SDK itself reads the rest (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``,
 ``OTEL_TRACES_SAMPLER[_ARG]``, ``OTEL_BSP_*``, the OTLP headers, timeout and compression).
-The OTLP exporters are optional extras (``export``, ``grpc``), imported only when chosen.
+The SDK and the local file exporter come with the ``sdk`` extra, the OTLP exporters with
+``export`` and ``grpc``; each is imported only when used, and a missing one fails with a
+line naming its extra.
 """
 
 # The exporters are imported where they are chosen: the OTLP ones are optional extras.
@@ -29,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from ._extras import MissingExtraError
 from ._paths import spans_file
 
 if TYPE_CHECKING:
@@ -162,13 +165,6 @@ class ExportLogLimiter(logging.Filter):
             logging.getLogger(name).removeFilter(self)
 
 
-def _missing_extra(error: ImportError, extra: str) -> ImportError:
-    return ImportError(
-        f"{error.name or 'a module'} is missing: install `otel-reqid-logging[{extra}]` "
-        f"to export spans ({error})"
-    )
-
-
 def _build_exporter(settings: ExportSettings, export_timeout: float | None) -> SpanExporter | None:
     if settings.exporter == "none":
         return None
@@ -188,14 +184,14 @@ def _build_exporter(settings: ExportSettings, export_timeout: float | None) -> S
                 OTLPSpanExporter as GrpcSpanExporter,
             )
         except ImportError as error:
-            raise _missing_extra(error, "grpc") from error
+            raise MissingExtraError("OTLP over gRPC", "grpc", error) from None
         return GrpcSpanExporter(timeout=export_timeout)
     try:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
             OTLPSpanExporter as HttpSpanExporter,
         )
     except ImportError as error:
-        raise _missing_extra(error, "export") from error
+        raise MissingExtraError("OTLP over HTTP", "export", error) from None
     return HttpSpanExporter(timeout=export_timeout)
 
 
@@ -248,7 +244,7 @@ def configure_tracing(
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
     except ImportError as error:
-        raise _missing_extra(error, "export") from error
+        raise MissingExtraError("configure_tracing", "sdk", error) from None
 
     if exporter is None:
         exporter = _build_exporter(read_export_settings(), export_timeout)

@@ -3,16 +3,20 @@
 A thin subclass of the official ``opentelemetry-exporter-otlp-json-file`` exporter that
 takes its path from ``OTEL_REQID_SPANS_FILE`` (default ``spans.jsonl``), so that
 ``opentelemetry-instrument`` (``OTEL_TRACES_EXPORTER=otel_reqid_file``), the programmatic
-setup and ``otel-reqid-logging lookup`` all agree on the file.
+setup and ``otel-reqid-logging lookup`` all agree on the file. It comes with the ``sdk`` extra.
 """
 
 from __future__ import annotations
 
 import os
 
-from opentelemetry.exporter.otlp.json.file.trace_exporter import FileSpanExporter
-
+from ._extras import MissingExtraError
 from ._options import spans_file
+
+try:
+    from opentelemetry.exporter.otlp.json.file.trace_exporter import FileSpanExporter
+except ImportError as error:
+    raise MissingExtraError("The local span file exporter", "sdk", error) from None
 
 __all__ = ["SpansFileExporter"]
 

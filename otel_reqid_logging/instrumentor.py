@@ -30,7 +30,7 @@ from .records import install_record_factory, record_factory_installed, uninstall
 
 __all__ = ["RequestIdInstrumentor"]
 
-_INSTRUMENTS = ("aiohttp >= 3.14",)
+_INSTRUMENTS = ("aiohttp >= 3.14.2",)
 _OTEL_AIOHTTP_SERVER = "opentelemetry.instrumentation.aiohttp_server"
 _MIDDLEWARE_KEY = web.AppKey("otel_reqid_logging.middleware", RequestIdMiddleware)
 

@@ -73,7 +73,9 @@ class RequestIdMiddleware:
         ``header_name`` names the response header carrying the request id (None turns
         it off). With ``adopt_incoming_id`` a request id sent by the client in
         ``incoming_header_name`` (default: ``header_name``) is kept when it passes the
-        allowlist; otherwise it is replaced and never logged. ``sentry`` tags Sentry
+        allowlist; otherwise it is replaced and never logged. That lets the client choose
+        its id (and reuse another request's), so turn it on only behind a trusted proxy
+        that sets the header itself. ``sentry`` tags Sentry
         events with the ids: True, False, or None to do so when sentry_sdk is
         initialized. ``excluded_urls`` (regexes) leaves matching requests alone;
         ``traceresponse`` sends the W3C ``traceresponse`` header.
@@ -234,10 +236,11 @@ class RequestIdMiddleware:
         short_id = None
         if self.adopt_incoming_id:
             incoming = request.headers.get(self.incoming_header_name)  # type: ignore[arg-type]
-            if incoming is not None and is_acceptable_request_id(
-                incoming, self.max_incoming_id_length
-            ):
-                short_id = incoming
+            if incoming is not None:
+                # HTTP's optional whitespace around a value; aiohttp before 3.14.4 keeps it.
+                incoming = incoming.strip(" \t")
+                if is_acceptable_request_id(incoming, self.max_incoming_id_length):
+                    short_id = incoming
         if short_id is None:
             short_id = request_id_from_span_id(context.span_id, self.id_length)
         return RequestIds(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -82,6 +83,11 @@ def test_missing_wrk_is_explained(tmp_path: Path) -> None:
 
 def test_quick_run_reports_every_configuration(tmp_path: Path) -> None:
     """One short round of every configuration, and a tiny record benchmark, fill the tables."""
+    if shutil.which("wrk") is None:
+        pytest.fail(
+            "wrk, the benchmark's load generator, is not installed: "
+            "sudo apt-get install wrk (Debian, Ubuntu) or brew install wrk (macOS)"
+        )
     output, data_path = tmp_path / "results.md", tmp_path / "results.json"
     completed = subprocess.run(
         [

@@ -227,10 +227,3 @@ def test_docs_table_lists_every_variable() -> None:
     table = set(re.findall(r"^\| `(OTEL_[A-Z_]+)` \|", text, flags=re.MULTILINE))
     assert table >= set(ENVIRONMENT_VARIABLES)
 
-
-def test_docs_python_blocks_compile() -> None:
-    """Every ```python block of docs/options.md is valid Python."""
-    blocks = re.findall(r"```python\n(.*?)```", DOCS.read_text(encoding="utf-8"), flags=re.DOTALL)
-    assert len(blocks) == 2
-    for index, block in enumerate(blocks):
-        compile(block, f"docs/options.md block {index}", "exec")

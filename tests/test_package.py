@@ -76,18 +76,6 @@ def test_import_has_no_side_effects() -> None:
     assert result.stdout.strip() == "clean", result.stderr
 
 
-def python_blocks(text: str) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
-
-
-@pytest.mark.parametrize("example", ["programmatic.py", "middleware_only.py"])
-def test_readme_shows_the_tested_examples(example: str) -> None:
-    """The README's code for each example is the example file's code, which tests run."""
-    source = (ROOT / "examples" / example).read_text()
-    main = source[source.index("def main()") : source.index("\n\nif __name__")].strip()
-    assert any(block.strip() == main for block in python_blocks(README))
-
-
 def test_ci_runs_the_readme_test_command() -> None:
     """.ci/run runs the very test command the README gives."""
     commands = re.findall(r"^(python3 dev\.py \w+)", README, flags=re.MULTILINE)
@@ -119,9 +107,3 @@ def test_demo_shows_lines_and_finds_the_failing_request(tmp_path: Path) -> None:
     assert f"request.id={request_id}" in tail
     assert "ERROR" in tail
 
-
-def test_docs_python_blocks_compile() -> None:
-    """Every ```python block in docs/ is valid Python."""
-    for page in sorted((ROOT / "docs").glob("*.md")):
-        for number, block in enumerate(python_blocks(page.read_text())):
-            compile(block, f"{page.name} block {number}", "exec")
