@@ -8,6 +8,7 @@ from aiohttp import web
 from aiohttp.web_log import AccessLogger
 
 from ._context import REQUEST_IDS_KEY
+from ._message_ids import message_with_ids
 from .records import attributes_for
 
 __all__ = ["RequestIdAccessLogger", "log_with_ids"]
@@ -39,17 +40,18 @@ def log_with_ids(
         # Built by hand rather than with ``extra=``: makeRecord refuses extra keys that
         # the record factory has already set. It also skips findCaller, which would only
         # name aiohttp's own file.
+        ids = attributes_for(request.get(REQUEST_IDS_KEY))
         record = logger.makeRecord(
             logger.name,
             logging.INFO,
             __file__,
             0,
-            access_logger._log_format % tuple(values),
+            message_with_ids(logger, access_logger._log_format % tuple(values), ids),
             (),
             None,
         )
         record.__dict__.update(extra)
-        record.__dict__.update(attributes_for(request.get(REQUEST_IDS_KEY)))
+        record.__dict__.update(ids)
         logger.handle(record)
     except Exception:
         logger.exception("Error in logging")
