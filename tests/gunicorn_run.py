@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -11,10 +12,13 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import aiohttp
 
 from tests.subprocess_app import BIN, ROOT, free_port
 
-__all__ = ["Gunicorn", "running_gunicorn", "workers_of"]
+__all__ = ["Gunicorn", "every_worker_answers", "running_gunicorn", "workers_of"]
 
 _START_TIMEOUT_S = 60.0
 _STOP_TIMEOUT_S = 30.0
@@ -41,6 +45,31 @@ def workers_of(pid: int) -> set[int]:
     except OSError:
         return set()
     return {int(child) for child in text.split()}
+
+
+async def every_worker_answers(url: str, path: str, *, workers: int) -> list[dict[str, Any]]:
+    """POST `path` in batches until each of the workers has answered one; return the answers.
+
+    gunicorn's workers import the app one after another, and the first one ready takes
+    every connection that comes meanwhile. Each answer is the response's JSON with its
+    X-Request-ID as ``request_id``.
+    """
+    answers: list[dict[str, Any]] = []
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one() -> dict[str, Any]:
+            async with session.post(url + path) as response:
+                assert response.status == 200, await response.text()
+                body: dict[str, Any] = await response.json()
+                return {**body, "request_id": response.headers["X-Request-ID"]}
+
+        for _ in range(100):
+            answers += await asyncio.gather(*(one() for _ in range(10)))
+            if len({answer["pid"] for answer in answers}) == workers:
+                return answers
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"not every worker answered: {answers}")
 
 
 def _listening(port: int) -> bool:

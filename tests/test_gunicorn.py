@@ -18,7 +18,7 @@ import pytest
 
 from otel_reqid_logging.gunicorn import logging_config
 from otel_reqid_logging.lookup._cli import EXIT_FOUND, run
-from tests.gunicorn_run import running_gunicorn
+from tests.gunicorn_run import every_worker_answers, running_gunicorn
 from tests.subprocess_app import BIN
 from tests.test_zero_code import server_spans
 
@@ -51,14 +51,9 @@ async def checkouts(url: str, count: int) -> list[dict[str, Any]]:
 
 
 async def checkouts_from_every_worker(url: str, count: int) -> list[dict[str, Any]]:
-    """Batches of `count` checkouts until every worker has answered some (they boot one
-    after another, and the first one up takes whatever comes)."""
-    answers: list[dict[str, Any]] = []
-    for _ in range(50):
-        answers += await checkouts(url, count)
-        if len({answer["pid"] for answer in answers}) == WORKERS:
-            return answers
-    raise AssertionError(f"not every worker answered: {answers}")
+    """Checkouts until every worker has answered, then `count` at once."""
+    ready = await every_worker_answers(url, "/checkout/0", workers=WORKERS)
+    return ready + await checkouts(url, count)
 
 
 def spans_by_request_id(spans_file: Path) -> dict[str, str]:
