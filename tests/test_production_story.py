@@ -77,7 +77,7 @@ def jaeger_request_ids(jaeger: JaegerServer, service: str) -> set[str]:
         "&query.start_time_min=2000-01-01T00:00:00Z&query.start_time_max=2100-01-01T00:00:00Z"
         "&query.num_traces=1000"
     )
-    found = set()
+    found: set[str] = set()
     try:
         with urllib.request.urlopen(query, timeout=30) as answer:  # noqa: S310 (loopback)
             body = json.load(answer)
