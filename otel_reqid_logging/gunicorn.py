@@ -62,10 +62,8 @@ def logging_config(
         try:
             from pythonjsonlogger.core import RESERVED_ATTRS  # noqa: PLC0415 (optional)
         except ImportError as error:
-            raise ImportError(
-                "logging_config(json=True) needs python-json-logger: "
-                "pip install python-json-logger"
-            ) from error
+            message = "logging_config(json=True) needs python-json-logger"
+            raise ImportError(f"{message}: pip install python-json-logger") from error
         formatter: dict[str, Any] = {
             "()": "pythonjsonlogger.json.JsonFormatter",
             "fmt": _JSON_FORMAT,
