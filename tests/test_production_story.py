@@ -61,8 +61,8 @@ def read_lines(path: Path) -> list[tuple[str, dict[str, Any]]]:
     return lines
 
 
-def held_by(log_file: Path) -> dict[int, int]:
-    """How many held requests each worker pid has started (its first handler line)."""
+def started_by(log_file: Path) -> dict[int, int]:
+    """How many requests each worker pid has started (their first handler line)."""
     held: dict[int, int] = {}
     for _, record in read_lines(log_file):
         if record["name"] == "shop" and record["message"].startswith("checking out"):
@@ -143,14 +143,15 @@ async def test_gunicorn_json_logs_to_jaeger_with_a_worker_killed(
                 asyncio.ensure_future(checkout(session, server.url, HOLD_S)) for _ in range(HELD)
             ]
             deadline = time.monotonic() + 10
-            while sum(held_by(log_file).values()) - len(ready) - FIRST_WAVE < HELD:
+            while sum(started_by(log_file).values()) - len(ready) - FIRST_WAVE < HELD:
                 assert time.monotonic() < deadline, "the held requests did not all start"
                 await asyncio.sleep(0.05)
-            counts = held_by(log_file)
-            victim = max(before, key=lambda pid: counts.get(pid, 0))
-            victim_held = counts.get(victim, 0) - sum(
-                answer["pid"] == victim for answer in [*ready, *first]
-            )
+            # Started but not answered yet: the held requests, per worker.
+            holding = started_by(log_file)
+            for answer in [*ready, *first]:
+                holding[answer["pid"]] -= 1
+            victim = max(before, key=lambda pid: holding.get(pid, 0))
+            victim_held = holding.get(victim, 0)
             os.kill(victim, signal.SIGKILL)
             last = await asyncio.gather(
                 *(checkout(session, server.url, 0.05) for _ in range(LAST_WAVE))
