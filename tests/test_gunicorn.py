@@ -193,3 +193,39 @@ def test_logging_config_text_names_the_ids() -> None:
     assert config["handlers"]["ids"]["class"] == "logging.FileHandler"
     assert config["handlers"]["ids"]["filters"] == ["ids"]
     assert set(config["loggers"]) == {"gunicorn.error", "gunicorn.access"}
+
+
+async def test_opentelemetry_instrument_gunicorn_json_lines(
+    tmp_path: Path, no_otel_environment: None
+) -> None:
+    """The zero-code command with gunicorn's `--log-config-json` holding
+    logging_config(json=True): JSON access and handler lines have the id fields, and the
+    access line's message stays as aiohttp wrote it (the ids are fields, not text)."""
+    spans_file, log_file = tmp_path / "spans.jsonl", tmp_path / "app.log"
+    log_config = tmp_path / "logging.json"
+    log_config.write_text(json.dumps(logging_config(json=True, filename=str(log_file))))
+    command = [
+        str(BIN / "opentelemetry-instrument"),
+        str(BIN / "gunicorn"),
+        "-w",
+        str(WORKERS),
+        "-k",
+        "aiohttp.GunicornWebWorker",
+        APP,
+        "--access-logfile",
+        "-",
+        "--log-config-json",
+        str(log_config),
+    ]
+    env = {**TRACING_ENV, "OTEL_REQID_SPANS_FILE": str(spans_file)}
+    with running_gunicorn(command, env, workdir=tmp_path, workers=WORKERS) as server:
+        answers = await checkouts_from_every_worker(server.url, 30)
+    records = [json.loads(line) for line in log_file.read_text().splitlines()]
+
+    traces = spans_by_request_id(spans_file)
+    access = [r for r in records if r["name"] == "gunicorn.access"]
+    assert sorted(r["request_id"] for r in access) == sorted(a["request_id"] for a in answers)
+    for record in access + [r for r in records if r["name"] == "shop"]:
+        assert traces[record["request_id"]] == record["trace_id"]
+        assert re.fullmatch(r"[0-9a-f]{16}", record["span_id"])
+    assert all(ACCESS.match(r["message"]) for r in access), access[0]
