@@ -96,16 +96,15 @@ def _chosen_backend(args: argparse.Namespace) -> str:
     `lookup ID --jaeger-url URL` means Jaeger: asking the local file instead would answer
     "not found" about a store the user never meant.
     """
-    named: set[str] = args.named_stores
+    named = sorted(args.named_stores)
     if args.backend_given:
         return str(args.backend)
     if len(named) > 1:
         raise QueryError(
-            f"options of two trace stores given ({', '.join(sorted(named))}); "
-            "choose one with --backend"
+            f"options of two trace stores given ({', '.join(named)}); choose one with --backend"
         )
     if named:
-        return named.pop()
+        return str(named[0])
     return str(args.backend)
 
 
