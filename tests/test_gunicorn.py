@@ -162,7 +162,7 @@ async def test_code_configured_recipe_json_lines(
     command = [str(BIN / "gunicorn"), "-c", str(config), "-w", str(WORKERS), APP]
     env = {"OTEL_SERVICE_NAME": "shop", "OTEL_REQID_SPANS_FILE": str(spans_file)}
     with running_gunicorn(command, env, workdir=tmp_path, workers=WORKERS) as server:
-        answers = await checkouts(server.url, 30)
+        answers = await checkouts_from_every_worker(server.url, 30)
     lines = log_file.read_text().splitlines()
     records = [json.loads(line) for line in lines]
 
