@@ -11,6 +11,7 @@ from opentelemetry import trace
 
 from ._context import REQUEST_IDS_KEY, RequestIds
 from ._excluded import is_excluded
+from ._message_ids import message_with_ids
 from .records import attributes_for
 
 __all__ = ["RequestIdAccessLogger", "log_with_ids"]
@@ -44,18 +45,19 @@ def log_with_ids(
         # Built by hand rather than with ``extra=``: makeRecord refuses extra keys that
         # the record factory has already set. It also skips findCaller, which would only
         # name aiohttp's own file.
+        ids = request.get(REQUEST_IDS_KEY)
+        attrs = attributes_for(ids)
         record = logger.makeRecord(
             logger.name,
             logging.INFO,
             __file__,
             0,
-            access_logger._log_format % tuple(values),
+            message_with_ids(logger, access_logger._log_format % tuple(values), attrs),
             (),
             None,
         )
-        ids = request.get(REQUEST_IDS_KEY)
         record.__dict__.update(extra)
-        record.__dict__.update(attributes_for(ids))
+        record.__dict__.update(attrs)
         # The request's span is over, but handlers that read the current OpenTelemetry
         # context (its log export) must still see it for this line.
         token = None if ids is None else otel_context.attach(_span_context_of(ids))

@@ -1,8 +1,13 @@
-"""The demo stack's config files: docker-compose.yml and the OpenTelemetry Collector config."""
+"""The demo stack's config files: docker-compose.yml, the collector's and Jaeger's configs.
+
+Both collector configs are also run for real (tests.tools starts them for the
+over-the-wire tests); here each is checked by the very binary that runs it.
+"""
 
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,9 +17,13 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.tools import COLLECTOR_CONFIG, JAEGER_CONFIG, JAEGER_RELEASE, jaeger_binary
+
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "docker-compose.yml"
-COLLECTOR_FILE = REPO / "collector" / "otel-collector.yaml"
+COLLECTOR_FILE = COLLECTOR_CONFIG
+#: `${env:NAME:-default}`, the collector's environment substitution with a default.
+ENV_WITH_DEFAULT = re.compile(r"\$\{env:[A-Z_]+:-(?P<default>[^}]+)\}")
 CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
 
 
@@ -78,36 +87,97 @@ def test_compose_check_rejects_a_broken_copy(tmp_path: Path) -> None:
 
 
 def test_compose_services_are_the_demo_stack() -> None:
-    """The stack pins its images, mounts the collector config and points the demo at it."""
+    """The stack runs the Jaeger release the tests build, mounts the two configs the tests
+    run, pins its images and points the demo at the collector."""
     services = _load(COMPOSE_FILE)["services"]
 
-    assert set(services) == {"otel-collector", "jaeger", "demo"}
-    assert services["jaeger"]["image"] == "jaegertracing/jaeger:2.20.0"
-    collector_image = services["otel-collector"]["image"]
-    assert collector_image.startswith("otel/opentelemetry-collector-contrib:")
-    assert collector_image.rpartition(":")[2][0].isdigit(), "collector image is not pinned"
+    assert set(services) == {"otel-collector", "jaeger", "loki", "demo"}
+    assert services["jaeger"]["image"] == f"jaegertracing/jaeger:{JAEGER_RELEASE}"
+    assert services["otel-collector"]["image"] == f"jaegertracing/jaeger:{JAEGER_RELEASE}"
+    assert services["loki"]["image"].rpartition(":")[2][0].isdigit(), "Loki is not pinned"
     assert "16686:16686" in services["jaeger"]["ports"]
-    mounts = [volume.split(":")[0] for volume in services["otel-collector"]["volumes"]]
-    assert "./collector/otel-collector.yaml" in mounts
-    for mount in mounts:
-        assert (REPO / mount).exists(), f"compose mounts missing file {mount}"
+    for name, config in [("otel-collector", COLLECTOR_CONFIG), ("jaeger", JAEGER_CONFIG)]:
+        (mount,) = services[name]["volumes"]
+        source, target, _ = mount.split(":")
+        assert REPO / source == config
+        assert services[name]["command"] == ["--config", target]
     assert (REPO / services["demo"]["build"]["dockerfile"]).is_file()
     environment = services["demo"]["environment"]
     assert environment["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
     assert environment["OTEL_SERVICE_NAME"] == "otel-reqid-demo"
 
 
+def _default(value: str) -> str:
+    """The default of a `${env:NAME:-default}` setting; AssertionError for a fixed value."""
+    match = ENV_WITH_DEFAULT.fullmatch(value)
+    assert match, f"{value!r} is not an environment setting with a default"
+    return match["default"]
+
+
 def test_collector_pipelines_name_only_defined_components() -> None:
-    """Every traces pipeline uses defined components, memory_limiter first and batch in it."""
+    """The traces and logs pipelines use defined components, memory_limiter first and batch
+    in each; every address comes from the environment, defaulting to the compose stack."""
     config = _load(COLLECTOR_FILE)
+    services = _load(COMPOSE_FILE)["services"]
 
     assert pipeline_problems(config) == []
-    assert set(config["service"]["pipelines"]) == {"traces"}
-    assert config["exporters"]["otlp/jaeger"]["endpoint"] == "jaeger:4317"
+    assert set(config["service"]["pipelines"]) == {"traces", "logs"}
+    assert "otlp/jaeger" in config["service"]["pipelines"]["traces"]["exporters"]
+    assert "otlphttp/logs" in config["service"]["pipelines"]["logs"]["exporters"]
+    assert _default(config["exporters"]["otlp/jaeger"]["endpoint"]) == "jaeger:4317"
     assert config["exporters"]["otlp/jaeger"]["tls"]["insecure"] is True
+    assert _default(config["exporters"]["otlphttp/logs"]["endpoint"]) == "http://loki:3100/otlp"
+    assert {"jaeger", "loki"} <= set(services)
     protocols = config["receivers"]["otlp"]["protocols"]
-    assert protocols["grpc"]["endpoint"].endswith(":4317")
-    assert protocols["http"]["endpoint"].endswith(":4318")
+    assert _default(protocols["grpc"]["endpoint"]) == "0.0.0.0:4317"
+    assert _default(protocols["http"]["endpoint"]) == "0.0.0.0:4318"
+
+
+def test_jaeger_config_listens_where_compose_publishes() -> None:
+    """Jaeger's config takes every address from the environment; its query service
+    defaults to the port compose publishes, and the collector sends to its OTLP port."""
+    config = _load(JAEGER_CONFIG)
+
+    query = config["extensions"]["jaeger_query"]
+    assert _default(query["http"]["endpoint"]) == "0.0.0.0:16686"
+    assert query["enable_tracing"] is False
+    protocols = config["receivers"]["otlp"]["protocols"]
+    assert _default(protocols["grpc"]["endpoint"]) == "0.0.0.0:4317"
+    assert _default(protocols["http"]["endpoint"]) == "0.0.0.0:4318"
+    assert config["service"]["pipelines"]["traces"]["exporters"] == ["jaeger_storage_exporter"]
+
+
+def _validate(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(jaeger_binary()), "validate", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("config", [COLLECTOR_CONFIG, JAEGER_CONFIG], ids=["collector", "jaeger"])
+def test_the_binary_that_runs_a_config_accepts_it(config: Path) -> None:
+    """Jaeger's binary (the collector distribution the tests run) validates both configs."""
+    result = _validate(config)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_validation_rejects_an_unknown_component(tmp_path: Path) -> None:
+    """A copy naming a component the distribution lacks fails validation, so a pass means
+    something."""
+    broken = _load(COLLECTOR_CONFIG)
+    broken["exporters"]["tempo_exporter"] = {}
+    broken["service"]["pipelines"]["traces"]["exporters"].append("tempo_exporter")
+    path = tmp_path / "otel-collector.yaml"
+    path.write_text(yaml.safe_dump(broken))
+
+    result = _validate(path)
+
+    assert result.returncode != 0
+    assert "tempo_exporter" in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
 import pytest
 
-from otel_reqid_logging.lookup._cli import EXIT_FOUND, EXIT_USAGE, run
+from otel_reqid_logging.lookup._cli import (
+    EXIT_BACKEND_ERROR,
+    EXIT_FOUND,
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    run,
+)
 
 
 def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
@@ -54,3 +63,24 @@ def test_lookback_from_environment(
 
     assert run(["k3v9q2xd"]) == EXIT_USAGE
     assert "argument --lookback" in capsys.readouterr().err
+
+
+def test_phoenix_url_alone_selects_phoenix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`lookup ID --phoenix-url URL` asks Phoenix (here: nothing listens, so it says it
+    cannot reach Phoenix), not the local span file; --backend still wins over it."""
+    monkeypatch.delenv("OTEL_REQID_LOOKUP_BACKEND", raising=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    code = run(["--phoenix-url", url, "k3v9q2xd"])
+    err = capsys.readouterr().err
+    spans = tmp_path / "spans.jsonl"
+    spans.write_text("")
+    explicit = run(["--backend", "file", "--file", str(spans), "--phoenix-url", url, "x1"])
+
+    assert code == EXIT_BACKEND_ERROR
+    assert f"cannot reach Phoenix at {url}" in err
+    assert explicit == EXIT_NOT_FOUND

@@ -1,22 +1,32 @@
-"""The Jaeger store, through the CLI, against a loopback server answering in Jaeger's shapes."""
+"""The Jaeger store, through the CLI, against a real Jaeger v2 on loopback.
+
+Spans are made by the real SDK and sent to Jaeger's OTLP receiver; the lookup asks its
+query service. Stand-ins (tests.jaeger_fake) play only what the real Jaeger cannot be
+made to do: an older release's API, a server error, a hang.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import socket
-from collections.abc import Awaitable, Callable
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from otel_reqid_logging._paths import SPANS_FILE_ENV
 from otel_reqid_logging.lookup._cli import (
     EXIT_BACKEND_ERROR,
     EXIT_FOUND,
@@ -24,15 +34,31 @@ from otel_reqid_logging.lookup._cli import (
     EXIT_USAGE,
     run,
 )
-from tests.jaeger_fake import JaegerMode, JaegerStore, jaeger_app
+from otel_reqid_logging.lookup._http import MAX_BODY_BYTES
+from tests.jaeger_fake import JaegerMode, OlderJaeger, failing_jaeger, hanging_jaeger
+from tests.tools import JaegerServer
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
+STORE_WAIT_S = 15.0
+
+
+def unique(prefix: str) -> str:
+    """A name no other test in the session's shared Jaeger uses."""
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
 
 
 def request_trace(
-    request_id: str, *, service: str = "shop", trace_id: int | None = None
+    request_id: str,
+    *,
+    service: str,
+    trace_id: int | None = None,
+    children: int = 1,
+    padding: int = 0,
 ) -> list[ReadableSpan]:
-    """Spans of one served request, made by the real SDK: a SERVER span and a failing child."""
+    """Spans of one served request, made by the real SDK: a SERVER span and failing children.
+
+    ``padding`` characters of statement text on each child make the answer large.
+    """
     exporter = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -43,214 +69,349 @@ def request_trace(
         server.set_attribute("request.id", request_id)
         server.set_attribute("http.route", "/users/{id}")
         server.set_attribute("http.response.status_code", 500)
-        with tracer.start_as_current_span("SELECT users") as child:
-            child.set_status(Status(StatusCode.ERROR, "db down"))
+        for number in range(children):
+            with tracer.start_as_current_span("SELECT users") as child:
+                child.set_attribute("db.query.text", f"-- {number} " + "x" * padding)
+                child.set_status(Status(StatusCode.ERROR, "db down"))
     provider.shutdown()
     return list(exporter.get_finished_spans())
 
 
-def trace_hex(spans: list[ReadableSpan]) -> str:
+def trace_hex(spans: Sequence[ReadableSpan]) -> str:
     context = spans[0].context
     assert context is not None
     return f"{context.trace_id:032x}"
 
 
-async def serve(aiohttp_server: ServerFactory, store: JaegerStore) -> str:
-    server = await aiohttp_server(jaeger_app(store))
-    return str(server.make_url("")).rstrip("/")
+async def stored(jaeger: JaegerServer, *traces: Sequence[ReadableSpan]) -> None:
+    """Send the traces to Jaeger over OTLP, and wait until its query service has them all."""
+    exporter = OTLPSpanExporter(endpoint=f"{jaeger.otlp_http_endpoint}/v1/traces", timeout=30)
+    spans = [span for trace in traces for span in trace]
+    for start in range(0, len(spans), 500):
+        result = await asyncio.to_thread(exporter.export, spans[start : start + 500])
+        assert result is SpanExportResult.SUCCESS
+    await asyncio.to_thread(exporter.shutdown)
+    deadline = time.monotonic() + STORE_WAIT_S
+    async with aiohttp.ClientSession() as session:
+        for trace in traces:
+            url = f"{jaeger.query_url}/api/v3/traces/{trace_hex(trace)}"
+            while True:
+                async with session.get(url) as answer:
+                    body = await answer.read()
+                count = body.count(b'"spanId"') if answer.status == 200 else 0
+                if count >= len(trace):
+                    break
+                assert time.monotonic() < deadline, f"Jaeger has {count}/{len(trace)} spans"
+                await asyncio.sleep(0.1)
 
 
 async def lookup(*argv: str) -> int:
-    # The CLI runs its own event loop, so it runs in a thread beside the server's loop.
+    # The CLI runs its own event loop, so it runs in a thread beside the test's loop.
     return await asyncio.to_thread(run, list(argv))
 
 
+async def older(
+    aiohttp_server: ServerFactory, jaeger: JaegerServer, mode: JaegerMode
+) -> OlderJaeger:
+    """A proxy in front of the real Jaeger that plays `mode`; its ``url`` is set."""
+    proxy = OlderJaeger(upstream=jaeger.query_url, mode=mode)
+    server = await aiohttp_server(proxy.app())
+    proxy.url = str(server.make_url("")).rstrip("/")
+    return proxy
+
+
 async def test_found_through_api_v3(
-    aiohttp_server: ServerFactory, capsys: pytest.CaptureFixture[str]
+    jaeger_server: JaegerServer,
+    aiohttp_server: ServerFactory,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A request id is found with one api_v3 search that names the service, the attribute
     and an RFC 3339 window, and the whole trace is printed as a tree with a UI link."""
-    spans = request_trace("k3v9q2xd")
-    store = JaegerStore(spans=spans + request_trace("other001"))
-    url = await serve(aiohttp_server, store)
+    service, request_id, other = unique("shop-"), unique("r"), unique("o")
+    spans = request_trace(request_id, service=service)
+    await stored(jaeger_server, spans, request_trace(other, service=service))
+    proxy = await older(aiohttp_server, jaeger_server, JaegerMode.CURRENT)
 
-    code = await lookup("--backend", "jaeger", "--jaeger-url", url, "--service", "shop", "k3v9q2xd")
+    code = await lookup(
+        "--backend", "jaeger", "--jaeger-url", proxy.url, "--service", service, request_id
+    )
 
     out = capsys.readouterr().out
-    assert code == EXIT_FOUND
-    assert [path for path, _ in store.requests] == ["/api/v3/traces"]
-    params = store.requests[0][1]
-    assert params["query.service_name"] == "shop"
-    assert json.loads(params["query.attributes"]) == {"request.id": "k3v9q2xd"}
+    assert code == EXIT_FOUND, out
+    assert [path for path, _ in proxy.requests] == ["/api/v3/traces"]
+    params = proxy.requests[0][1]
+    assert params["query.service_name"] == service
+    assert json.loads(params["query.attributes"]) == {"request.id": request_id}
     window = datetime.fromisoformat(params["query.start_time_max"]) - datetime.fromisoformat(
         params["query.start_time_min"]
     )
     assert timedelta(hours=24) <= window <= timedelta(hours=25)
-    assert f"trace {trace_hex(spans)}  (2 spans, service shop)" in out
-    assert f"Jaeger UI: {url}/trace/{trace_hex(spans)}" in out
+    assert f"trace {trace_hex(spans)}  (2 spans, service {service})" in out
+    assert f"Jaeger UI: {proxy.url}/trace/{trace_hex(spans)}" in out
     assert "GET /users/{id}  " in out
-    assert "SERVER  request.id=k3v9q2xd http.route=/users/{id} http.response.status_code=500" in out
+    assert f"SERVER  request.id={request_id} http.route=/users/{{id}}" in out
     assert "└─ SELECT users  " in out
     assert "ERROR: db down" in out
-    assert "other001" not in out
+    assert other not in out
 
 
 async def test_found_by_trace_id_from_a_log_line(
-    aiohttp_server: ServerFactory, capsys: pytest.CaptureFixture[str]
+    jaeger_server: JaegerServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A pasted log line with a trace id is fetched directly, needing no service or window,
-    and the link uses --jaeger-ui-url when given."""
-    spans = request_trace("k3v9q2xd")
-    store = JaegerStore(spans=spans)
-    url = await serve(aiohttp_server, store)
+    """A pasted text log line with a trace id is fetched directly, needing no service or
+    window, and the link uses --jaeger-ui-url when given."""
+    spans = request_trace(unique("r"), service=unique("shop-"))
+    await stored(jaeger_server, spans)
     line = f"2026-11-24 03:37:40,123 INFO app [req:k3v9q2xd trace:{trace_hex(spans)}] hello"
-
-    code = await lookup(
-        "--backend", "jaeger", "--jaeger-url", url, "--jaeger-ui-url", "https://ui.example", line
-    )
-
-    assert code == EXIT_FOUND
-    assert [path for path, _ in store.requests] == [f"/api/v3/traces/{trace_hex(spans)}"]
-    assert f"Jaeger UI: https://ui.example/trace/{trace_hex(spans)}" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("mode", [JaegerMode.V1_ONLY, JaegerMode.V1_ONLY_UI_FALLBACK])
-async def test_found_through_v1_fallback(
-    aiohttp_server: ServerFactory, capsys: pytest.CaptureFixture[str], mode: JaegerMode
-) -> None:
-    """Where api_v3 is missing (a router 404 page, or the UI's HTML page), the search goes
-    to /api/traces with tags and a microsecond window, and reads the UI model."""
-    spans = request_trace("k3v9q2xd")
-    store = JaegerStore(spans=spans, mode=mode)
-    url = await serve(aiohttp_server, store)
-
-    code = await lookup("--backend", "jaeger", "--jaeger-url", url, "--service", "shop", "k3v9q2xd")
-
-    out = capsys.readouterr().out
-    assert code == EXIT_FOUND
-    assert [path for path, _ in store.requests] == ["/api/v3/traces", "/api/traces"]
-    params = store.requests[1][1]
-    assert params["service"] == "shop"
-    assert json.loads(params["tags"]) == {"request.id": "k3v9q2xd"}
-    assert int(params["end"]) - int(params["start"]) >= 24 * 3600 * 1_000_000
-    assert f"trace {trace_hex(spans)}  (2 spans, service shop)" in out
-    assert "SERVER  request.id=k3v9q2xd" in out
-    assert "└─ SELECT users  " in out
-    assert "ERROR: db down  INTERNAL" in out
-
-
-async def test_v3_ignoring_attributes_shows_only_the_matching_trace(
-    aiohttp_server: ServerFactory, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A Jaeger whose api_v3 ignores `query.attributes` returns other requests' traces too;
-    only the trace that carries the request id is shown."""
-    wanted = request_trace("k3v9q2xd")
-    store = JaegerStore(
-        spans=wanted + request_trace("aaaa0001"), mode=JaegerMode.V3_WITHOUT_ATTRIBUTES
-    )
-    url = await serve(aiohttp_server, store)
-
-    code = await lookup("--backend", "jaeger", "--jaeger-url", url, "--service", "shop", "k3v9q2xd")
-
-    out = capsys.readouterr().out
-    assert code == EXIT_FOUND
-    assert [path for path, _ in store.requests] == ["/api/v3/traces"]
-    assert f"trace {trace_hex(wanted)}" in out
-    assert "aaaa0001" not in out
-    assert "also match" not in out
-
-
-async def test_v3_ignoring_attributes_falls_back_to_tags(
-    aiohttp_server: ServerFactory, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """When such an api_v3 answers only with newer traces of other requests, the tag
-    search of /api/traces finds the right one."""
-    wanted = request_trace("k3v9q2xd")
-    store = JaegerStore(
-        spans=wanted + request_trace("aaaa0001"),
-        mode=JaegerMode.V3_WITHOUT_ATTRIBUTES,
-        search_limit=1,
-    )
-    url = await serve(aiohttp_server, store)
-
-    code = await lookup("--backend", "jaeger", "--jaeger-url", url, "--service", "shop", "k3v9q2xd")
-
-    out = capsys.readouterr().out
-    assert code == EXIT_FOUND
-    assert [path for path, _ in store.requests] == ["/api/v3/traces", "/api/traces"]
-    assert f"trace {trace_hex(wanted)}" in out
-    assert "aaaa0001" not in out
-
-
-async def test_v1_trace_id_without_zero_high_half(
-    aiohttp_server: ServerFactory, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Jaeger's UI model writes a trace id with a zero high half as 16 hex digits; the
-    lookup by the 32-digit id still finds and prints it under the full id."""
-    spans = request_trace("k3v9q2xd", trace_id=0xABCDEF)
-    store = JaegerStore(spans=spans, mode=JaegerMode.V1_ONLY)
-    url = await serve(aiohttp_server, store)
-
-    code = await lookup("--backend", "jaeger", "--jaeger-url", url, f"{0xABCDEF:032x}")
-
-    assert code == EXIT_FOUND
-    assert f"trace {0xABCDEF:032x}  (2 spans" in capsys.readouterr().out
-
-
-async def test_not_found_names_likely_reasons(
-    aiohttp_server: ServerFactory, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """api_v3's 404 "No traces found" exits 1 (without a v1 retry) and lists why: another
-    service, outside the window, unsampled."""
-    store = JaegerStore(spans=request_trace("k3v9q2xd", service="billing"))
-    url = await serve(aiohttp_server, store)
 
     code = await lookup(
         "--backend",
         "jaeger",
         "--jaeger-url",
-        url,
+        jaeger_server.query_url,
+        "--jaeger-ui-url",
+        "https://ui.example",
+        line,
+    )
+
+    out = capsys.readouterr().out
+    assert code == EXIT_FOUND
+    assert f"trace {trace_hex(spans)}  (2 spans" in out
+    assert f"Jaeger UI: https://ui.example/trace/{trace_hex(spans)}" in out
+
+
+@pytest.mark.parametrize("with_trace_id", [True, False])
+async def test_found_from_a_pasted_json_line(
+    with_trace_id: bool, jaeger_server: JaegerServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A JSON log line (python-json-logger's shape) is looked up by its trace_id, or, when
+    it has none, by its request_id with --service."""
+    service, request_id = unique("shop-"), unique("r")
+    spans = request_trace(request_id, service=service)
+    await stored(jaeger_server, spans, request_trace(unique("o"), service=service))
+    fields = {"asctime": "2026-11-24 03:37:40", "message": "hello", "request_id": request_id}
+    if with_trace_id:
+        fields |= {"trace_id": trace_hex(spans), "span_id": "00f067aa0ba902b7"}
+
+    code = await lookup(
+        "--jaeger-url", jaeger_server.query_url, "--service", service, json.dumps(fields)
+    )
+
+    out = capsys.readouterr().out
+    assert code == EXIT_FOUND, out
+    assert f"trace {trace_hex(spans)}  (2 spans, service {service})" in out
+    assert f"request.id={request_id}" in out
+
+
+async def test_jaeger_url_alone_selects_jaeger(
+    jaeger_server: JaegerServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`lookup ID --jaeger-url URL` asks Jaeger, not the local span file (there is none)."""
+    spans = request_trace(unique("r"), service=unique("shop-"))
+    await stored(jaeger_server, spans)
+    monkeypatch.setenv(SPANS_FILE_ENV, "/nonexistent/spans.jsonl")
+    monkeypatch.delenv("OTEL_REQID_LOOKUP_BACKEND", raising=False)
+
+    code = await lookup("--jaeger-url", jaeger_server.query_url, trace_hex(spans))
+
+    assert code == EXIT_FOUND
+
+
+def test_two_stores_named_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """--jaeger-url and --phoenix-url together, without --backend, is ambiguous: exit 2."""
+    code = run(["--jaeger-url", "http://127.0.0.1:9", "--phoenix-url", "http://127.0.0.1:9", "x1"])
+
+    assert code == EXIT_USAGE
+    assert "choose one with --backend" in capsys.readouterr().err
+
+
+async def test_large_trace_is_read_whole(
+    jaeger_server: JaegerServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A trace of 2,000 spans, an answer of several MB, is read whole: by request id and
+    by trace id."""
+    service, request_id = unique("big-"), unique("r")
+    spans = request_trace(request_id, service=service, children=2000, padding=1500)
+    await stored(jaeger_server, spans)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{jaeger_server.query_url}/api/v3/traces/{trace_hex(spans)}") as answer,
+    ):
+        size = len(await answer.read())
+    assert 3_000_000 < size < MAX_BODY_BYTES
+
+    by_request = await lookup(
+        "--backend",
+        "jaeger",
+        "--jaeger-url",
+        jaeger_server.query_url,
+        "--service",
+        service,
+        request_id,
+    )
+    first = capsys.readouterr().out
+    by_trace = await lookup("--jaeger-url", jaeger_server.query_url, trace_hex(spans))
+    second = capsys.readouterr().out
+
+    assert (by_request, by_trace) == (EXIT_FOUND, EXIT_FOUND)
+    for out in (first, second):
+        assert f"trace {trace_hex(spans)}  (2001 spans, service {service})" in out
+        assert out.count("SELECT users") == 2000
+
+
+@pytest.mark.parametrize("mode", [JaegerMode.V1_ONLY, JaegerMode.V1_ONLY_UI_FALLBACK])
+async def test_found_through_v1_fallback(
+    mode: JaegerMode,
+    jaeger_server: JaegerServer,
+    aiohttp_server: ServerFactory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Where api_v3 is missing (a router 404 page, or the UI's HTML page), the search goes
+    to /api/traces with tags and a microsecond window, and reads the UI model."""
+    service, request_id = unique("shop-"), unique("r")
+    spans = request_trace(request_id, service=service)
+    await stored(jaeger_server, spans, request_trace(unique("o"), service=service))
+    proxy = await older(aiohttp_server, jaeger_server, mode)
+
+    code = await lookup(
+        "--backend", "jaeger", "--jaeger-url", proxy.url, "--service", service, request_id
+    )
+
+    out = capsys.readouterr().out
+    assert code == EXIT_FOUND, out
+    assert [path for path, _ in proxy.requests] == ["/api/v3/traces", "/api/traces"]
+    params = proxy.requests[1][1]
+    assert params["service"] == service
+    assert json.loads(params["tags"]) == {"request.id": request_id}
+    assert int(params["end"]) - int(params["start"]) >= 24 * 3600 * 1_000_000
+    assert f"trace {trace_hex(spans)}  (2 spans, service {service})" in out
+    assert f"SERVER  request.id={request_id}" in out
+    assert "└─ SELECT users  " in out
+    assert "ERROR: db down  INTERNAL" in out
+
+
+async def test_v3_ignoring_attributes_shows_only_the_matching_trace(
+    jaeger_server: JaegerServer,
+    aiohttp_server: ServerFactory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A Jaeger whose api_v3 ignores `query.attributes` returns other requests' traces too;
+    only the trace that carries the request id is shown."""
+    service, request_id, other = unique("shop-"), unique("r"), unique("o")
+    wanted = request_trace(request_id, service=service)
+    await stored(jaeger_server, wanted, request_trace(other, service=service))
+    proxy = await older(aiohttp_server, jaeger_server, JaegerMode.V3_WITHOUT_ATTRIBUTES)
+
+    code = await lookup(
+        "--backend", "jaeger", "--jaeger-url", proxy.url, "--service", service, request_id
+    )
+
+    out = capsys.readouterr().out
+    assert code == EXIT_FOUND
+    assert [path for path, _ in proxy.requests] == ["/api/v3/traces"]
+    assert f"trace {trace_hex(wanted)}" in out
+    assert other not in out
+    assert "also match" not in out
+
+
+async def test_v3_ignoring_attributes_falls_back_to_tags(
+    jaeger_server: JaegerServer,
+    aiohttp_server: ServerFactory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """When such an api_v3 answers only with newer traces of other requests (more than a
+    search returns), the tag search of /api/traces finds the right one."""
+    service, request_id = unique("shop-"), unique("r")
+    wanted = request_trace(request_id, service=service)
+    newer = [request_trace(unique("o"), service=service) for _ in range(25)]
+    await stored(jaeger_server, wanted)
+    await stored(jaeger_server, *newer)
+    proxy = await older(aiohttp_server, jaeger_server, JaegerMode.V3_WITHOUT_ATTRIBUTES)
+
+    code = await lookup(
+        "--backend", "jaeger", "--jaeger-url", proxy.url, "--service", service, request_id
+    )
+
+    out = capsys.readouterr().out
+    assert code == EXIT_FOUND, out
+    assert [path for path, _ in proxy.requests] == ["/api/v3/traces", "/api/traces"]
+    assert f"trace {trace_hex(wanted)}" in out
+    assert "also match" not in out
+
+
+async def test_v1_trace_id_without_zero_high_half(
+    jaeger_server: JaegerServer,
+    aiohttp_server: ServerFactory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Jaeger's UI model writes a trace id with a zero high half as 16 hex digits; the
+    lookup by the 32-digit id still finds and prints it under the full id."""
+    trace_id = 0xABCDEF00 + uuid.uuid4().int % 0xFFFF
+    spans = request_trace(unique("r"), service=unique("shop-"), trace_id=trace_id)
+    await stored(jaeger_server, spans)
+    proxy = await older(aiohttp_server, jaeger_server, JaegerMode.V1_ONLY)
+
+    code = await lookup("--backend", "jaeger", "--jaeger-url", proxy.url, f"{trace_id:032x}")
+
+    assert code == EXIT_FOUND
+    assert [path for path, _ in proxy.requests][-1] == f"/api/traces/{trace_id:032x}"
+    assert f"trace {trace_id:032x}  (2 spans" in capsys.readouterr().out
+
+
+async def test_not_found_names_likely_reasons(
+    jaeger_server: JaegerServer,
+    aiohttp_server: ServerFactory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """api_v3's 404 "No traces found" exits 1 (without a v1 retry) and lists why: another
+    service, outside the window, unsampled."""
+    request_id = unique("r")
+    await stored(jaeger_server, request_trace(request_id, service=unique("billing-")))
+    proxy = await older(aiohttp_server, jaeger_server, JaegerMode.CURRENT)
+
+    code = await lookup(
+        "--backend",
+        "jaeger",
+        "--jaeger-url",
+        proxy.url,
         "--service",
         "shop",
         "--lookback",
         "2h",
-        "k3v9q2xd",
+        request_id,
     )
 
     err = capsys.readouterr().err
     assert code == EXIT_NOT_FOUND
-    assert [path for path, _ in store.requests] == ["/api/v3/traces"]
-    assert "no trace with request id k3v9q2xd in Jaeger" in err
+    assert [path for path, _ in proxy.requests] == ["/api/v3/traces"]
+    assert f"no trace with request id {request_id} in Jaeger" in err
     assert "another service than 'shop'" in err
     assert "the last 2h (widen it with --lookback)" in err
     assert "not sampled" in err
 
 
-async def test_unknown_trace_id_not_found_through_v1(
-    aiohttp_server: ServerFactory, capsys: pytest.CaptureFixture[str]
+async def test_unknown_trace_id_not_found(
+    jaeger_server: JaegerServer,
+    aiohttp_server: ServerFactory,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """/api/traces/{id}'s 404 `trace not found` is a not-found (exit 1), not a failure."""
-    store = JaegerStore(mode=JaegerMode.V1_ONLY)
-    url = await serve(aiohttp_server, store)
+    """An unknown trace id is a not-found (exit 1), not a failure: through api_v3 and
+    through /api/traces/{id}'s 404."""
+    proxy = await older(aiohttp_server, jaeger_server, JaegerMode.V1_ONLY)
 
-    code = await lookup("--backend", "jaeger", "--jaeger-url", url, "ab" * 16)
+    v3 = await lookup("--backend", "jaeger", "--jaeger-url", jaeger_server.query_url, "ab" * 16)
+    v1 = await lookup("--backend", "jaeger", "--jaeger-url", proxy.url, "ab" * 16)
 
-    assert code == EXIT_NOT_FOUND
-    assert f"no trace {'ab' * 16} in Jaeger" in capsys.readouterr().err
+    assert (v3, v1) == (EXIT_NOT_FOUND, EXIT_NOT_FOUND)
+    assert capsys.readouterr().err.count(f"no trace {'ab' * 16} in Jaeger") == 2
 
 
 async def test_server_error_is_one_line(
     aiohttp_server: ServerFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A 500 with Jaeger's error body exits 3 with the server's message on one line."""
-    app = web.Application()
-    body = json.dumps({"error": {"httpCode": 500, "message": "storage\x1b[31m down"}})
-
-    async def fail(_: web.Request) -> web.Response:
-        return web.Response(status=500, text=body)
-
-    app.router.add_get("/api/v3/traces", fail)
-    server = await aiohttp_server(app)
+    """A 500 with Jaeger's error body exits 3 with the server's message on one line.
+    (A stand-in: the real Jaeger's memory storage does not fail.)"""
+    server = await aiohttp_server(failing_jaeger("storage\x1b[31m down"))
 
     code = await lookup(
         "--backend", "jaeger", "--jaeger-url", str(server.make_url("")), "--service", "s", "id1"
@@ -282,15 +443,9 @@ async def test_unreachable_is_a_clean_message(capsys: pytest.CaptureFixture[str]
 async def test_slow_server_times_out(
     aiohttp_server: ServerFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A server that never answers costs at most --timeout, then exit 3."""
-
-    async def stall(_: web.Request) -> web.Response:
-        await asyncio.sleep(30)
-        return web.Response()
-
-    app = web.Application()
-    app.router.add_get("/api/v3/traces/{trace_id}", stall)
-    server = await aiohttp_server(app)
+    """A server that never answers costs at most --timeout, then exit 3.
+    (A stand-in: the real Jaeger cannot be made to hang.)"""
+    server = await aiohttp_server(hanging_jaeger())
     url = str(server.make_url("")).rstrip("/")
 
     code = await asyncio.wait_for(
@@ -314,16 +469,16 @@ def test_request_id_search_needs_a_service(
     assert "needs --service" in capsys.readouterr().err
 
 
-async def test_service_defaults_to_otel_service_name(
-    aiohttp_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+async def test_service_and_url_default_from_the_environment(
+    jaeger_server: JaegerServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """OTEL_SERVICE_NAME, the app's own setting, is the default for --service."""
-    store = JaegerStore(spans=request_trace("k3v9q2xd", service="shop"))
-    url = await serve(aiohttp_server, store)
-    monkeypatch.setenv("OTEL_SERVICE_NAME", "shop")
-    monkeypatch.setenv("OTEL_REQID_JAEGER_URL", url)
+    """OTEL_SERVICE_NAME, the app's own setting, is the default for --service, and
+    OTEL_REQID_JAEGER_URL for --jaeger-url."""
+    service, request_id = unique("shop-"), unique("r")
+    await stored(jaeger_server, request_trace(request_id, service=service))
+    monkeypatch.setenv("OTEL_SERVICE_NAME", service)
+    monkeypatch.setenv("OTEL_REQID_JAEGER_URL", jaeger_server.query_url)
 
-    code = await lookup("--backend", "jaeger", "k3v9q2xd")
+    code = await lookup("--backend", "jaeger", request_id)
 
     assert code == EXIT_FOUND
-    assert store.requests[0][1]["query.service_name"] == "shop"

@@ -226,4 +226,3 @@ def test_docs_table_lists_every_variable() -> None:
     text = DOCS.read_text(encoding="utf-8")
     table = set(re.findall(r"^\| `(OTEL_[A-Z_]+)` \|", text, flags=re.MULTILINE))
     assert table >= set(ENVIRONMENT_VARIABLES)
-

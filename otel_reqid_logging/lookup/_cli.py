@@ -81,7 +81,8 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def _checked_query(args: argparse.Namespace) -> Query:
-    """Parse the query and check that the options can answer it."""
+    """Parse the query and check that the options can answer it; settle the backend."""
+    args.backend = _chosen_backend(args)
     if args.backend not in BACKENDS:
         raise QueryError(
             f"{ENVIRONMENT['backend']} must be one of {', '.join(BACKENDS)}, "
@@ -91,6 +92,44 @@ def _checked_query(args: argparse.Namespace) -> Query:
     if args.backend == "jaeger" and query.trace_id is None and not args.service:
         raise QueryError("a Jaeger search by request id needs --service (or OTEL_SERVICE_NAME)")
     return query
+
+
+def _chosen_backend(args: argparse.Namespace) -> str:
+    """--backend if given; else the store whose address option was given; else the default.
+
+    `lookup ID --jaeger-url URL` means Jaeger: asking the local file instead would answer
+    "not found" about a store the user never meant.
+    """
+    named = sorted(args.named_stores)
+    if args.backend_given:
+        return str(args.backend)
+    if len(named) > 1:
+        raise QueryError(
+            f"options of two trace stores given ({', '.join(named)}); choose one with --backend"
+        )
+    if named:
+        return str(named[0])
+    return str(args.backend)
+
+
+class _Given(argparse.Action):
+    """Store the value, and note that the command line (not a default) set it.
+
+    `const` names the trace store the option belongs to, or is None for --backend itself.
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        if self.const is None:
+            namespace.backend_given = True
+        else:
+            namespace.named_stores = {*namespace.named_stores, self.const}
 
 
 def _defaults(environ: Mapping[str, str]) -> dict[str, str | None]:
@@ -125,16 +164,23 @@ def _parser(defaults: Mapping[str, str | None]) -> argparse.ArgumentParser:
     )
     parser.add_argument("query", nargs="+", metavar="ID_OR_LOG_LINE")
     parser.add_argument(
-        "--backend", choices=BACKENDS, help="trace store to ask (default: %(default)s)"
+        "--backend",
+        choices=BACKENDS,
+        action=_Given,
+        help="trace store to ask (default: the one whose --*-url is given, else %(default)s)",
     )
     parser.add_argument("--file", metavar="PATH", help="OTLP JSON lines span file")
-    parser.add_argument("--jaeger-url", metavar="URL", help="Jaeger query service")
+    parser.add_argument(
+        "--jaeger-url", metavar="URL", action=_Given, const="jaeger", help="Jaeger query service"
+    )
     parser.add_argument(
         "--jaeger-ui-url",
         metavar="URL",
         help="Jaeger UI for the printed link (default: --jaeger-url)",
     )
-    parser.add_argument("--phoenix-url", metavar="URL", help="Phoenix server")
+    parser.add_argument(
+        "--phoenix-url", metavar="URL", action=_Given, const="phoenix", help="Phoenix server"
+    )
     parser.add_argument("--phoenix-project", metavar="NAME", help="Phoenix project")
     parser.add_argument("--service", help="service name to search in (Jaeger)")
     parser.add_argument(
@@ -153,7 +199,7 @@ def _parser(defaults: Mapping[str, str | None]) -> argparse.ArgumentParser:
         metavar="PATH",
         help="after the trace, print its log lines from these files (repeatable; globs)",
     )
-    parser.set_defaults(**defaults)
+    parser.set_defaults(**defaults, backend_given=False, named_stores=frozenset())
     return parser
 
 

@@ -41,7 +41,7 @@ async def get(
     """GET `url`; a refused connection, a timeout or an oversized body raises BackendError."""
     try:
         async with session.get(url, params=params, allow_redirects=True) as response:
-            body = await response.content.read(MAX_BODY_BYTES + 1)
+            body = await _read_bounded(response, store=store, url=url)
             status = response.status
             charset = response.charset or "utf-8"
     except asyncio.TimeoutError:
@@ -54,10 +54,27 @@ async def get(
         raise BackendError(f"cannot reach {store} at {url}: {reason}") from None
     except aiohttp.ClientError as error:
         raise BackendError(f"{store} request failed ({url}): {type(error).__name__}") from None
-    if len(body) > MAX_BODY_BYTES:
-        raise BackendError(f"{store} answer is larger than {MAX_BODY_BYTES} bytes ({url})")
     try:
         text = body.decode(charset, errors="replace")
     except LookupError:
         text = body.decode("utf-8", errors="replace")
     return Response(status=status, text=text)
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, *, store: str, url: str) -> bytes:
+    """The whole body, chunk by chunk, refusing more than MAX_BODY_BYTES.
+
+    One `content.read(n)` is not enough: it returns what the first chunk holds, so a
+    large answer would be cut short and fail to parse.
+    """
+    too_large = BackendError(f"{store} answer is larger than {MAX_BODY_BYTES} bytes ({url})")
+    if (response.content_length or 0) > MAX_BODY_BYTES:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)

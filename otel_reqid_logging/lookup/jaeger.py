@@ -29,6 +29,10 @@ _STORE = "Jaeger"
 # Clocks of the app and of this machine may differ a little; search a bit past "now".
 _CLOCK_SLACK = timedelta(minutes=5)
 # The UI model keeps these OpenTelemetry fields as tags; they become span fields here.
+# How many matching traces a search returns. Jaeger's api_v3 refuses a search without it
+# ("search depth must be greater than 0"); one request id names one trace, so a few
+# more only show that an id was reused.
+_SEARCH_LIMIT = 20
 _FIELD_TAGS = frozenset(
     {"span.kind", "otel.status_code", "otel.status_description", "error", "internal.span.format"}
 )
@@ -97,6 +101,7 @@ class JaegerBackend:
                 "query.attributes": json.dumps({REQUEST_ID_ATTRIBUTE: request_id}),
                 "query.start_time_min": _rfc3339(start),
                 "query.start_time_max": _rfc3339(end),
+                "query.num_traces": str(_SEARCH_LIMIT),
             },
         )
 
@@ -108,6 +113,7 @@ class JaegerBackend:
                 "tags": json.dumps({REQUEST_ID_ATTRIBUTE: request_id}),
                 "start": str(_microseconds(start)),
                 "end": str(_microseconds(end)),
+                "limit": str(_SEARCH_LIMIT),
             },
         )
 
