@@ -26,11 +26,14 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, TYPE_CHECKING, Final
 
 import pytest
 
-from tests.otlp_logs_sink import OtlpLogsSink
+if TYPE_CHECKING:
+    # Imported where used: it needs OpenTelemetry's protobuf classes, which the core
+    # tests (run against the lowest declared versions, without them) must not load.
+    from tests.otlp_logs_sink import OtlpLogsSink
 
 __all__ = [
     "COLLECTOR_CONFIG",
@@ -631,6 +634,8 @@ def jaeger_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JaegerSe
 @pytest.fixture(scope="session")
 def logs_backend() -> Iterator[OtlpLogsSink]:
     """The log store the collector's logs pipeline sends to (a stand-in: see OtlpLogsSink)."""
+    from tests.otlp_logs_sink import OtlpLogsSink  # noqa: PLC0415  (see the import above)
+
     with OtlpLogsSink.running() as sink:
         yield sink
 
