@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from ._extras import MissingExtraError
-from ._paths import spans_file
+from ._options import spans_file
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import aiohttp
 
-from .._paths import SPANS_FILE_ENV, spans_file
+from .._options import SPANS_FILE_ENV, spans_file
 from ._backend import Backend, find
 from ._errors import COMMON_REASONS, BackendError, TraceNotFoundError
 from ._logs import LogFilesError, print_log_lines
