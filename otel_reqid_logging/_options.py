@@ -1,10 +1,11 @@
-"""The library's options: one frozen object, and the one place that reads the environment.
+"""The library's options: one frozen object, and the reader of the library's own variables.
 
 ``Options`` is what the middleware and the instrumentor are configured with: keyword
 options over environment variables over defaults, validated once, here. Every variable the
-middleware, the instrumentor and the span file path use is read by this module
-(``export.py`` reads the standard ``OTEL_*`` exporter settings, the lookup command its own
-``OTEL_REQID_LOOKUP_*`` defaults, through ``spans_file`` for the span file).
+middleware, the instrumentor and the span file path use is read by this module. Two
+others read the environment, each for its own settings alone: ``export.py`` the standard
+``OTEL_*`` exporter choice, and the lookup command the defaults of its flags (both take
+the span file's path from ``spans_file`` here).
 """
 
 from __future__ import annotations
