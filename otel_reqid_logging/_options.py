@@ -199,9 +199,16 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     if "OTEL_REQID_ID_LENGTH" in environ:
         raw = environ["OTEL_REQID_ID_LENGTH"]
         try:
-            found["id_length"] = int(raw)
+            id_length = int(raw)
         except ValueError:
             raise ValueError(f"OTEL_REQID_ID_LENGTH must be a number, got {raw!r}") from None
+        # Checked here too, so that the message names the variable the user set.
+        if not MIN_ID_LENGTH <= id_length <= MAX_ID_LENGTH:
+            raise ValueError(
+                f"OTEL_REQID_ID_LENGTH must be between {MIN_ID_LENGTH} and {MAX_ID_LENGTH}, "
+                f"got {raw!r}"
+            )
+        found["id_length"] = id_length
     for variable, option in (
         ("OTEL_REQID_ADOPT_INCOMING_ID", "adopt_incoming_id"),
         ("OTEL_REQID_TRACERESPONSE", "traceresponse"),

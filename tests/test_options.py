@@ -99,7 +99,10 @@ def test_bad_options_name_the_option(
         ({"OTEL_REQID_TRACERESPONSE": "sometimes"}, "OTEL_REQID_TRACERESPONSE must be true or"),
         ({"OTEL_REQID_HEADER": "X:Id"}, "OTEL_REQID_HEADER must be an HTTP header name"),
         ({"OTEL_REQID_ID_LENGTH": "ten"}, "OTEL_REQID_ID_LENGTH must be a number, got 'ten'"),
-        ({"OTEL_REQID_ID_LENGTH": "20"}, "id_length must be between 4 and 12, got 20"),
+        (
+            {"OTEL_REQID_ID_LENGTH": "20"},
+            "OTEL_REQID_ID_LENGTH must be between 4 and 12, got '20'",
+        ),
     ],
 )
 def test_bad_environment_names_the_variable(environ: dict[str, str], message: str) -> None:
