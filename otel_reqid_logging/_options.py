@@ -79,6 +79,12 @@ class Options:
 
     def __post_init__(self) -> None:
         """Refuse what cannot work, naming the option; normalize ``excluded_urls``."""
+        provider = self.tracer_provider
+        # Duck-typed as the middleware uses it: any object with get_tracer will do.
+        if provider is not None and not callable(getattr(provider, "get_tracer", None)):
+            raise TypeError(
+                f"tracer_provider must be an OpenTelemetry TracerProvider or None, got {provider!r}"
+            )
         for name in ("adopt_incoming_id", "traceresponse", "record_factory", "access_log"):
             _check_type(name, getattr(self, name), bool)
         if self.sentry is not None:

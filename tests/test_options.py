@@ -60,6 +60,11 @@ def test_middleware_keywords_are_the_options() -> None:
 @pytest.mark.parametrize(
     ("given", "error", "message"),
     [
+        (
+            {"tracer_provider": "jaeger"},
+            TypeError,
+            "tracer_provider must be an OpenTelemetry TracerProvider or None, got 'jaeger'",
+        ),
         ({"id_length": "8"}, TypeError, "id_length must be int, got '8'"),
         ({"id_length": True}, TypeError, "id_length must be int, got True"),
         ({"traceresponse": "false"}, TypeError, "traceresponse must be bool, got 'false'"),
