@@ -341,12 +341,18 @@ async def test_outside_a_request_nothing_is_added(
         ({"propagate_request_id": True, "hosts": ["api.internal:99999"]}, ValueError),
         ({"propagate_request_id": True, "hosts": [""]}, ValueError),
         ({"hosts": ["api.internal"]}, ValueError),
+        ({"propagate_request_id": True, "hosts": [5]}, TypeError),
+        ({"propagate_request_id": "yes"}, TypeError),
+        ({"propagate_request_id": True, "header_name": "X Request Id"}, ValueError),
+        ({"propagate_request_id": True, "header_name": "X-Id\r\nCookie: a"}, ValueError),
+        ({"propagate_request_id": True, "header_name": ""}, ValueError),
     ],
 )
 def test_options_that_cannot_mean_anything_are_refused(
     kwargs: dict[str, Any], error: type[Exception]
 ) -> None:
-    """A string for hosts, an entry that is no host, hosts without propagation: refused."""
+    """A string for hosts, an entry that is no host, hosts without propagation, a flag that
+    is no bool, a header name that is no HTTP token: refused when the config is made."""
     with pytest.raises(error):
         client_trace_config(**kwargs)
 
