@@ -19,6 +19,7 @@ starts it, so nothing else changes.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from .export import configure_tracing
@@ -56,8 +57,10 @@ def logging_config(
     line (python-json-logger's ``JsonFormatter``) with ``request_id``, ``trace_id`` and
     ``span_id`` fields. Lines go to stdout, or appended to ``filename``. Each handler
     has a ``RequestIdFilter``, so that lines gunicorn's master writes, where no
-    record factory runs, format too.
+    record factory runs, format too. ``level`` is a level name in any case (gunicorn's
+    own ``--log-level`` spells them ``info``, ``debug``).
     """
+    level = _level_name(level)
     if json:
         try:
             from pythonjsonlogger.core import RESERVED_ATTRS  # noqa: PLC0415 (optional)
@@ -86,6 +89,18 @@ def logging_config(
         "root": {"level": level, "handlers": ["ids"]},
         "loggers": {"gunicorn.error": own, "gunicorn.access": {**own, "level": "INFO"}},
     }
+
+
+def _level_name(level: object) -> str:
+    """The upper-case name dictConfig needs, or a ValueError naming the option."""
+    name = level.strip().upper() if isinstance(level, str) else ""
+    # getLevelName maps a known name to its number, and anything else to a string.
+    if not isinstance(logging.getLevelName(name), int):
+        raise ValueError(
+            "logging_config: level must be a logging level name such as INFO or debug, "
+            f"got {level!r}"
+        )
+    return name
 
 
 #: Text lines on stdout; assign ``logging_config(json=True)`` for JSON lines.
