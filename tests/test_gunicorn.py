@@ -216,6 +216,21 @@ def test_logging_config_takes_gunicorns_level_names(level: str) -> None:
             logger.propagate = True
 
 
+def test_log_level_is_gunicorns_unless_given(tmp_path: Path, no_otel_environment: None) -> None:
+    """`gunicorn -c python:otel_reqid_logging.gunicorn --log-level debug` shows gunicorn's
+    debug lines, as gunicorn alone does: the config leaves the error log's level to
+    --log-level (it used to reset it to INFO)."""
+    command = [str(BIN / "gunicorn"), "-c", "python:otel_reqid_logging.gunicorn"]
+    command += ["-w", "1", "--log-level", "debug", APP]
+    env = {"OTEL_TRACES_EXPORTER": "none"}
+    with running_gunicorn(command, env, workdir=tmp_path, workers=1) as server:
+        pass
+
+    assert " DEBUG gunicorn.error [req:- trace:-] " in server.stdout.read_text()
+    assert logging_config()["loggers"]["gunicorn.error"].get("level") is None
+    assert logging_config(level="debug")["loggers"]["gunicorn.error"]["level"] == "DEBUG"
+
+
 @pytest.mark.parametrize("level", ["verbose", "", 10])
 def test_logging_config_refuses_what_is_no_level(level: object) -> None:
     """A level that is no level name fails when the config is built, naming the option."""
