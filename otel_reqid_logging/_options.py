@@ -28,6 +28,7 @@ __all__ = [
     "MiddlewareOptions",
     "Options",
     "compile_patterns",
+    "header_from_environment",
     "resolve_options",
     "spans_file",
 ]
@@ -195,13 +196,7 @@ def _flag(name: str, raw: str, *, allow_auto: bool = False) -> bool | None:
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     if "OTEL_REQID_HEADER" in environ:
-        header = environ["OTEL_REQID_HEADER"].strip()
-        if header.lower() in {"", "none"}:
-            found["header_name"] = None
-        elif _HEADER_TOKEN.fullmatch(header):
-            found["header_name"] = header
-        else:
-            raise ValueError(f"OTEL_REQID_HEADER must be an HTTP header name, got {header!r}")
+        found["header_name"] = header_from_environment(environ)
     if "OTEL_REQID_ID_LENGTH" in environ:
         raw = environ["OTEL_REQID_ID_LENGTH"]
         try:
@@ -234,6 +229,22 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
             found["excluded_urls"] = patterns
             break
     return found
+
+
+def header_from_environment(environ: Mapping[str, str] | None = None) -> str | None:
+    """The request id header ``OTEL_REQID_HEADER`` names (default ``os.environ``).
+
+    The default header when the variable is unset; None when it says none is sent.
+    """
+    env = os.environ if environ is None else environ
+    if "OTEL_REQID_HEADER" not in env:
+        return DEFAULT_HEADER_NAME
+    header = env["OTEL_REQID_HEADER"].strip()
+    if header.lower() in {"", "none"}:
+        return None
+    if not _HEADER_TOKEN.fullmatch(header):
+        raise ValueError(f"OTEL_REQID_HEADER must be an HTTP header name, got {header!r}")
+    return header
 
 
 def resolve_options(
