@@ -12,7 +12,7 @@ from opentelemetry.propagators.textmap import Setter
 from yarl import URL
 
 from ._context import current_request_id
-from .middleware import DEFAULT_HEADER_NAME
+from ._options import _HEADER_TOKEN, DEFAULT_HEADER_NAME, header_from_environment
 
 __all__ = ["client_trace_config"]
 
@@ -35,7 +35,7 @@ def client_trace_config(
     *,
     propagate_request_id: bool = False,
     hosts: Collection[str] | None = None,
-    header_name: str = DEFAULT_HEADER_NAME,
+    header_name: str | None = None,
 ) -> aiohttp.TraceConfig:
     """Return a TraceConfig that carries the running request's trace into outgoing calls.
 
@@ -43,11 +43,20 @@ def client_trace_config(
     session starts gets the current OpenTelemetry context, written by the global
     propagator (W3C ``traceparent`` by default), so the called service continues the
     trace. With ``propagate_request_id`` it also gets ``header_name`` with the current
-    request id, but only to ``hosts`` (None: every host). Each entry of ``hosts`` is an
+    request id, but only to ``hosts`` (None: every host). ``header_name`` defaults to the
+    header the middleware uses, ``OTEL_REQID_HEADER`` or ``X-Request-ID``, so services
+    configured by the environment agree. Each entry of ``hosts`` is an
     exact host name or address, matching any port, or ``host:port`` (``[v6addr]:port``),
     matching that port only. A header already on the request, set by the caller or by
     OpenTelemetry's aiohttp-client instrumentation, is never written again.
     """
+    if not isinstance(propagate_request_id, bool):
+        raise TypeError(f"propagate_request_id must be bool, got {propagate_request_id!r}")
+    if header_name is None:
+        # OTEL_REQID_HEADER=none sends no response header; calls out still need a name.
+        header_name = header_from_environment() or DEFAULT_HEADER_NAME
+    if not isinstance(header_name, str) or not _HEADER_TOKEN.fullmatch(header_name):
+        raise ValueError(f"header_name must be an HTTP header name, got {header_name!r}")
     allowed = None if hosts is None else _parse_hosts(hosts)
     if allowed is not None and not propagate_request_id:
         raise ValueError("hosts limits where the request id goes: use it with propagate_request_id")
@@ -116,6 +125,8 @@ def _parse_hosts(hosts: Collection[str]) -> _Allowed:
         raise TypeError(f"hosts must be a collection of host names, not the string {hosts!r}")
     allowed = set()
     for entry in hosts:
+        if not isinstance(entry, str):
+            raise TypeError(f"hosts must hold host names (strings), got {entry!r}")
         host, port = _split_host_port(entry.strip())
         host = host.rstrip(".").lower()
         if not host or any(c in host for c in "/@ ") or (port is not None and not 0 < port < 65536):

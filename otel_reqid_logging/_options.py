@@ -1,10 +1,11 @@
-"""The library's options: one frozen object, and the one place that reads the environment.
+"""The library's options: one frozen object, and the reader of the library's own variables.
 
 ``Options`` is what the middleware and the instrumentor are configured with: keyword
 options over environment variables over defaults, validated once, here. Every variable the
-middleware, the instrumentor and the span file path use is read by this module
-(``export.py`` reads the standard ``OTEL_*`` exporter settings, the lookup command its own
-``OTEL_REQID_LOOKUP_*`` defaults, through ``spans_file`` for the span file).
+middleware, the instrumentor and the span file path use is read by this module. Two
+others read the environment, each for its own settings alone: ``export.py`` the standard
+``OTEL_*`` exporter choice, and the lookup command the defaults of its flags (both take
+the span file's path from ``spans_file`` here).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "MiddlewareOptions",
     "Options",
     "compile_patterns",
+    "header_from_environment",
     "resolve_options",
     "spans_file",
 ]
@@ -78,6 +80,12 @@ class Options:
 
     def __post_init__(self) -> None:
         """Refuse what cannot work, naming the option; normalize ``excluded_urls``."""
+        provider = self.tracer_provider
+        # Duck-typed as the middleware uses it: any object with get_tracer will do.
+        if provider is not None and not callable(getattr(provider, "get_tracer", None)):
+            raise TypeError(
+                f"tracer_provider must be an OpenTelemetry TracerProvider or None, got {provider!r}"
+            )
         for name in ("adopt_incoming_id", "traceresponse", "record_factory", "access_log"):
             _check_type(name, getattr(self, name), bool)
         if self.sentry is not None:
@@ -188,19 +196,20 @@ def _flag(name: str, raw: str, *, allow_auto: bool = False) -> bool | None:
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     if "OTEL_REQID_HEADER" in environ:
-        header = environ["OTEL_REQID_HEADER"].strip()
-        if header.lower() in {"", "none"}:
-            found["header_name"] = None
-        elif _HEADER_TOKEN.fullmatch(header):
-            found["header_name"] = header
-        else:
-            raise ValueError(f"OTEL_REQID_HEADER must be an HTTP header name, got {header!r}")
+        found["header_name"] = header_from_environment(environ)
     if "OTEL_REQID_ID_LENGTH" in environ:
         raw = environ["OTEL_REQID_ID_LENGTH"]
         try:
-            found["id_length"] = int(raw)
+            id_length = int(raw)
         except ValueError:
             raise ValueError(f"OTEL_REQID_ID_LENGTH must be a number, got {raw!r}") from None
+        # Checked here too, so that the message names the variable the user set.
+        if not MIN_ID_LENGTH <= id_length <= MAX_ID_LENGTH:
+            raise ValueError(
+                f"OTEL_REQID_ID_LENGTH must be between {MIN_ID_LENGTH} and {MAX_ID_LENGTH}, "
+                f"got {raw!r}"
+            )
+        found["id_length"] = id_length
     for variable, option in (
         ("OTEL_REQID_ADOPT_INCOMING_ID", "adopt_incoming_id"),
         ("OTEL_REQID_TRACERESPONSE", "traceresponse"),
@@ -220,6 +229,22 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
             found["excluded_urls"] = patterns
             break
     return found
+
+
+def header_from_environment(environ: Mapping[str, str] | None = None) -> str | None:
+    """The request id header ``OTEL_REQID_HEADER`` names (default ``os.environ``).
+
+    The default header when the variable is unset; None when it says none is sent.
+    """
+    env = os.environ if environ is None else environ
+    if "OTEL_REQID_HEADER" not in env:
+        return DEFAULT_HEADER_NAME
+    header = env["OTEL_REQID_HEADER"].strip()
+    if header.lower() in {"", "none"}:
+        return None
+    if not _HEADER_TOKEN.fullmatch(header):
+        raise ValueError(f"OTEL_REQID_HEADER must be an HTTP header name, got {header!r}")
+    return header
 
 
 def resolve_options(

@@ -5,11 +5,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from ._version import __version__
 from .lookup._cli import run as run_lookup
 
 __all__ = ["console_main", "main"]
 
-USAGE = """usage: otel-reqid-logging {demo,lookup} ...
+USAGE = """usage: otel-reqid-logging [--version] {demo,lookup} ...
 
   demo     serve a few concurrent requests, show their log lines, look one up
   lookup   find the trace of a request id, a trace id or a pasted log line
@@ -24,11 +25,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, rest = (args[0], args[1:]) if args else ("", [])
     if command == "lookup":
         return run_lookup(rest)
+    if command == "--version":
+        print(f"otel-reqid-logging {__version__}")
+        return 0
     if command == "demo":
         # Imported on use: the demo needs the SDK, which `lookup` does not.
         from .demo import main as run_demo  # noqa: PLC0415
 
         return run_demo(rest)
+    if command not in {"", "-h", "--help"}:
+        print(f"otel-reqid-logging: unknown command {command[:80]!r}", file=sys.stderr)
     print(USAGE, end="", file=sys.stdout if command in {"-h", "--help"} else sys.stderr)
     return 0 if command in {"-h", "--help"} else 2
 

@@ -31,6 +31,7 @@ __all__ = ["make_app", "run_demo", "serve"]
 
 log = logging.getLogger("shop")
 SERVICE_NAME = "otel-reqid-demo"
+DEFAULT_SPANS_FILE = "demo-spans.jsonl"
 _TRACER_KEY = web.AppKey("tracer", trace.Tracer)
 
 
@@ -106,9 +107,11 @@ async def _serve_and_drive(provider: TracerProvider) -> None:
 
 
 def run_demo(spans_file: Path, *, out: TextIO = sys.stdout) -> int:
-    """Serve four concurrent requests (one fails), print their lines, look one up."""
-    if spans_file.exists():
-        spans_file.unlink()
+    """Serve four concurrent requests (one fails), print their lines, look one up.
+
+    The spans are appended to ``spans_file``: it may be an app's own span file, and the
+    lookup asks for one trace id, which earlier spans in the file cannot confuse.
+    """
     # Imported on use: the exporter needs the sdk extra.
     from .file_exporter import SpansFileExporter  # noqa: PLC0415
 
@@ -134,10 +137,16 @@ def run_demo(spans_file: Path, *, out: TextIO = sys.stdout) -> int:
     return run_lookup(["--backend", "file", "--file", str(spans_file), failing])
 
 
-def serve(*, host: str, port: int) -> None:
-    """Serve the demo app until interrupted, exporting where the OTEL_* variables say."""
+def serve(*, host: str, port: int, spans_file: Path | None = None) -> None:
+    """Serve the demo app until interrupted, exporting to ``spans_file`` when given, else
+    where the OTEL_* variables say."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    provider = configure_tracing(service_name=SERVICE_NAME)
+    exporter = None
+    if spans_file is not None:
+        from .file_exporter import SpansFileExporter  # noqa: PLC0415 (the sdk extra)
+
+        exporter = SpansFileExporter(spans_file)
+    provider = configure_tracing(service_name=SERVICE_NAME, exporter=exporter)
     try:
         web.run_app(make_app(provider), host=host, port=port)
     finally:
@@ -146,11 +155,29 @@ def serve(*, host: str, port: int) -> None:
 
 def main(argv: Sequence[str]) -> int:
     """Entry for the CLI's ``demo`` sub-command, given the words after it."""
-    parser = argparse.ArgumentParser(prog="otel-reqid-logging demo", description=__doc__)
-    parser.add_argument("--spans-file", type=Path, default=Path("demo-spans.jsonl"))
+    parser = argparse.ArgumentParser(
+        prog="otel-reqid-logging demo",
+        description=(
+            "A small shop app: four concurrent requests (one fails), their log lines, and "
+            "the lookup of the failing one, with spans in a local file. Needs the sdk extra."
+        ),
+    )
+    parser.add_argument(
+        "--spans-file",
+        type=Path,
+        metavar="PATH",
+        help=f"append the spans here (default: {DEFAULT_SPANS_FILE}; with --serve, where "
+        "the OTEL_* variables say)",
+    )
     parser.add_argument("--serve", action="store_true", help="serve until interrupted")
-    parser.add_argument("--host", default="0.0.0.0")  # noqa: S104 (the container's port)
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument(
+        "--host",
+        default="0.0.0.0",  # noqa: S104 (the container's port)
+        help="with --serve: address to listen on (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=8080, help="with --serve: port (default: %(default)s)"
+    )
     args = parser.parse_args(list(argv))
     try:
         from . import file_exporter  # noqa: F401, PLC0415 (is the sdk extra installed?)
@@ -158,6 +185,6 @@ def main(argv: Sequence[str]) -> int:
         print(f"otel-reqid-logging demo: {error}", file=sys.stderr)
         return 2
     if args.serve:
-        serve(host=args.host, port=args.port)
+        serve(host=args.host, port=args.port, spans_file=args.spans_file)
         return 0
-    return run_demo(args.spans_file)
+    return run_demo(args.spans_file or Path(DEFAULT_SPANS_FILE))

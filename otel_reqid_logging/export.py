@@ -9,9 +9,11 @@ One call, :func:`configure_tracing`, builds an SDK ``TracerProvider`` from the s
 - ``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` and
   ``OTEL_EXPORTER_OTLP_PROTOCOL`` / ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``
   (``http/protobuf``, the default, or ``grpc``).
-- ``OTEL_REQID_SPANS_FILE``: where the local file exporter appends OTLP JSON lines.
+- ``OTEL_REQID_SPANS_FILE``: where the local file exporter appends OTLP JSON lines (read
+  through ``_options.spans_file``, with the library's other ``OTEL_REQID_*`` variables).
 
-The SDK itself reads the rest (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``,
+:func:`read_export_settings` reads the exporter choice above and nothing else; the
+SDK itself reads the rest (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``,
 ``OTEL_TRACES_SAMPLER[_ARG]``, ``OTEL_BSP_*``, the OTLP headers, timeout and compression).
 The SDK and the local file exporter come with the ``sdk`` extra, the OTLP exporters with
 ``export`` and ``grpc``; each is imported only when used, and a missing one fails with a
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from ._extras import MissingExtraError
-from ._paths import spans_file
+from ._options import spans_file
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -83,7 +85,11 @@ class ExportSettings:
 
 
 def read_export_settings(environ: Mapping[str, str] | None = None) -> ExportSettings:
-    """Read the exporter choice from ``environ`` (default ``os.environ``); the one place we do.
+    """Read the exporter choice from ``environ`` (default ``os.environ``).
+
+    The only variables this module reads: ``OTEL_TRACES_EXPORTER``, the OTLP endpoint and
+    protocol (the span file's path through ``spans_file``); the SDK and the exporters read
+    their other settings themselves.
 
     Raises ``ValueError`` naming the variable when a value is not one we support.
     """

@@ -19,6 +19,7 @@ starts it, so nothing else changes.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from .export import configure_tracing
@@ -48,7 +49,7 @@ _JSON_FORMAT = (
 
 
 def logging_config(
-    *, json: bool = False, filename: str | None = None, level: str = "INFO"
+    *, json: bool = False, filename: str | None = None, level: str | None = None
 ) -> dict[str, Any]:
     """A ``logconfig_dict`` in which handler lines and access lines carry the ids.
 
@@ -56,8 +57,12 @@ def logging_config(
     line (python-json-logger's ``JsonFormatter``) with ``request_id``, ``trace_id`` and
     ``span_id`` fields. Lines go to stdout, or appended to ``filename``. Each handler
     has a ``RequestIdFilter``, so that lines gunicorn's master writes, where no
-    record factory runs, format too.
+    record factory runs, format too. ``level`` is a level name in any case (gunicorn's
+    own ``--log-level`` spells them ``info``, ``debug``) for the root logger and
+    gunicorn's error log; None leaves gunicorn's error log at ``--log-level`` and the
+    root logger at INFO.
     """
+    root_level = "INFO" if level is None else _level_name(level)
     if json:
         try:
             from pythonjsonlogger.core import RESERVED_ATTRS  # noqa: PLC0415 (optional)
@@ -76,16 +81,31 @@ def logging_config(
         handler |= {"class": "logging.StreamHandler", "stream": "ext://sys.stdout"}
     else:
         handler |= {"class": "logging.FileHandler", "filename": filename}
-    own = {"level": level, "handlers": ["ids"], "propagate": False}
+    own: dict[str, Any] = {"handlers": ["ids"], "propagate": False}
+    # gunicorn sets its error log's level from --log-level before it applies this
+    # config; a logger entry without a level keeps it.
+    error_log = own if level is None else {**own, "level": root_level}
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "filters": {"ids": {"()": "otel_reqid_logging.RequestIdFilter"}},
         "formatters": {"ids": formatter},
         "handlers": {"ids": handler},
-        "root": {"level": level, "handlers": ["ids"]},
-        "loggers": {"gunicorn.error": own, "gunicorn.access": {**own, "level": "INFO"}},
+        "root": {"level": root_level, "handlers": ["ids"]},
+        "loggers": {"gunicorn.error": error_log, "gunicorn.access": {**own, "level": "INFO"}},
     }
+
+
+def _level_name(level: object) -> str:
+    """The upper-case name dictConfig needs, or a ValueError naming the option."""
+    name = level.strip().upper() if isinstance(level, str) else ""
+    # getLevelName maps a known name to its number, and anything else to a string.
+    if not isinstance(logging.getLevelName(name), int):
+        raise ValueError(
+            "logging_config: level must be a logging level name such as INFO or debug, "
+            f"got {level!r}"
+        )
+    return name
 
 
 #: Text lines on stdout; assign ``logging_config(json=True)`` for JSON lines.

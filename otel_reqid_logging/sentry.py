@@ -2,6 +2,8 @@
 
 sentry_sdk is optional and never imported here: it is looked up in ``sys.modules`` when a
 request starts, so the package costs nothing and imports nothing for users without it.
+sentry-sdk 2.x is tagged through its scopes API; the 1.x releases, which have no
+``get_client``, through a Hub of the request's own.
 """
 
 from __future__ import annotations
@@ -38,6 +40,26 @@ def _tagged_isolation_scope(sdk: ModuleType, ids: RequestIds) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def _tagged_hub(sdk: ModuleType, hub: Any, ids: RequestIds) -> Iterator[None]:
+    # sentry-sdk 1.x: a Hub cloned from the current one is current while this request
+    # runs (a ContextVar), and its scope is a copy, as 1.x's own aiohttp integration does.
+    with sdk.Hub(hub) as request_hub:
+        _tag(request_hub.scope, ids)
+        yield
+
+
+def _request_scope_1x(sdk: ModuleType, ids: RequestIds) -> AbstractContextManager[None] | None:
+    hub = sdk.Hub.current
+    if hub.client is None:
+        return None
+    if hub.get_integration("aiohttp") is not None:
+        # 1.x's AioHttpIntegration already runs each request in a Hub of its own.
+        _tag(hub.scope, ids)
+        return None
+    return _tagged_hub(sdk, hub, ids)
+
+
 def request_scope(ids: RequestIds) -> AbstractContextManager[None] | None:
     """Tag the Sentry events of the running request with its ids.
 
@@ -47,6 +69,8 @@ def request_scope(ids: RequestIds) -> AbstractContextManager[None] | None:
     sdk = sys.modules.get("sentry_sdk")
     if sdk is None:
         return None
+    if not hasattr(sdk, "get_client"):
+        return _request_scope_1x(sdk, ids)
     client = sdk.get_client()
     if not client.is_active():
         return None

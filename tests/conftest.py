@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.util._once import Once
 
 from otel_reqid_logging import records
-from otel_reqid_logging._paths import SPANS_FILE_ENV
+from otel_reqid_logging._options import SPANS_FILE_ENV
 
 pytest_plugins = ["tests.tools", "tests.wheels"]
 

@@ -168,6 +168,38 @@ async def test_request_id_travels_when_asked(
     assert vars(line_b)["trace_id"] == trace_hex(providers.server_span("a"))
 
 
+async def test_the_header_follows_otel_reqid_header(
+    aiohttp_server: AiohttpServer,
+    providers: Providers,
+    log_lines: LineCollector,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With OTEL_REQID_HEADER set, the call carries the request id under that name, the
+    one the called service reads by the same variable, so it adopts the caller's id
+    (the call used to carry X-Request-ID whatever the variable said)."""
+    monkeypatch.setenv("OTEL_REQID_HEADER", "X-Correlation-ID")
+    b_url = await start_b(aiohttp_server, providers.b, adopt_incoming_id=True)
+    seen = await call_through_a(
+        aiohttp_server,
+        providers.a,
+        b_url,
+        lambda: [client_trace_config(propagate_request_id=True)],
+        header_name="X-Request-ID",
+    )
+    assert seen["x_request_id"] == []
+    assert seen["request_id"] == seen["a_request_id"]
+
+
+def test_no_response_header_still_names_the_call_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_REQID_HEADER=none turns the response header off, not the config: calls out
+    then use X-Request-ID; a wrong variable fails as it does for the middleware."""
+    monkeypatch.setenv("OTEL_REQID_HEADER", "none")
+    client_trace_config(propagate_request_id=True)
+    monkeypatch.setenv("OTEL_REQID_HEADER", "X Bad")
+    with pytest.raises(ValueError, match="OTEL_REQID_HEADER must be an HTTP header name"):
+        client_trace_config(propagate_request_id=True)
+
+
 @pytest.mark.parametrize(
     ("hosts", "sent"),
     [
@@ -341,12 +373,18 @@ async def test_outside_a_request_nothing_is_added(
         ({"propagate_request_id": True, "hosts": ["api.internal:99999"]}, ValueError),
         ({"propagate_request_id": True, "hosts": [""]}, ValueError),
         ({"hosts": ["api.internal"]}, ValueError),
+        ({"propagate_request_id": True, "hosts": [5]}, TypeError),
+        ({"propagate_request_id": "yes"}, TypeError),
+        ({"propagate_request_id": True, "header_name": "X Request Id"}, ValueError),
+        ({"propagate_request_id": True, "header_name": "X-Id\r\nCookie: a"}, ValueError),
+        ({"propagate_request_id": True, "header_name": ""}, ValueError),
     ],
 )
 def test_options_that_cannot_mean_anything_are_refused(
     kwargs: dict[str, Any], error: type[Exception]
 ) -> None:
-    """A string for hosts, an entry that is no host, hosts without propagation: refused."""
+    """A string for hosts, an entry that is no host, hosts without propagation, a flag that
+    is no bool, a header name that is no HTTP token: refused when the config is made."""
     with pytest.raises(error):
         client_trace_config(**kwargs)
 

@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
 
-from otel_reqid_logging._paths import DEFAULT_SPANS_FILE, SPANS_FILE_ENV
+from otel_reqid_logging._options import DEFAULT_SPANS_FILE, SPANS_FILE_ENV
 from otel_reqid_logging.export import (
     EXPORT_LOGGERS,
     ExportLogLimiter,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import logging.config
 import re
 from pathlib import Path
 from typing import Any
@@ -193,6 +195,47 @@ def test_logging_config_text_names_the_ids() -> None:
     assert config["handlers"]["ids"]["class"] == "logging.FileHandler"
     assert config["handlers"]["ids"]["filters"] == ["ids"]
     assert set(config["loggers"]) == {"gunicorn.error", "gunicorn.access"}
+
+
+@pytest.mark.parametrize("level", ["info", "Debug", " WARNING "])
+def test_logging_config_takes_gunicorns_level_names(level: str) -> None:
+    """gunicorn spells levels in lower case (``--log-level info``); the config that
+    dictConfig gets has the names it accepts, so `logging_config(level="info")` works."""
+    config = logging_config(level=level)
+
+    logging.config.dictConfig(config)  # raised "Unable to configure logger" before
+    try:
+        assert logging.getLogger("gunicorn.error").level == logging.getLevelName(
+            level.strip().upper()
+        )
+    finally:
+        for name in ("gunicorn.error", "gunicorn.access"):
+            logger = logging.getLogger(name)
+            logger.handlers.clear()
+            logger.setLevel(logging.NOTSET)
+            logger.propagate = True
+
+
+def test_log_level_is_gunicorns_unless_given(tmp_path: Path, no_otel_environment: None) -> None:
+    """`gunicorn -c python:otel_reqid_logging.gunicorn --log-level debug` shows gunicorn's
+    debug lines, as gunicorn alone does: the config leaves the error log's level to
+    --log-level (it used to reset it to INFO)."""
+    command = [str(BIN / "gunicorn"), "-c", "python:otel_reqid_logging.gunicorn"]
+    command += ["-w", "1", "--log-level", "debug", APP]
+    env = {"OTEL_TRACES_EXPORTER": "none"}
+    with running_gunicorn(command, env, workdir=tmp_path, workers=1) as server:
+        pass
+
+    assert " DEBUG gunicorn.error [req:- trace:-] " in server.stdout.read_text()
+    assert logging_config()["loggers"]["gunicorn.error"].get("level") is None
+    assert logging_config(level="debug")["loggers"]["gunicorn.error"]["level"] == "DEBUG"
+
+
+@pytest.mark.parametrize("level", ["verbose", "", 10])
+def test_logging_config_refuses_what_is_no_level(level: object) -> None:
+    """A level that is no level name fails when the config is built, naming the option."""
+    with pytest.raises(ValueError, match="level must be a logging level name"):
+        logging_config(level=level)  # type: ignore[arg-type]
 
 
 async def test_opentelemetry_instrument_gunicorn_json_lines(

@@ -58,11 +58,61 @@ def test_bad_backend_from_environment_is_quoted(
 def test_lookback_from_environment(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """OTEL_REQID_LOOKUP_LOOKBACK is checked like --lookback."""
+    """OTEL_REQID_LOOKUP_LOOKBACK is checked like --lookback, and the message names the
+    variable (the user never typed --lookback)."""
     monkeypatch.setenv("OTEL_REQID_LOOKUP_LOOKBACK", "soon")
 
     assert run(["k3v9q2xd"]) == EXIT_USAGE
-    assert "argument --lookback" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "OTEL_REQID_LOOKUP_LOOKBACK='soon': expected a number and a unit" in err
+    assert "--lookback" not in err
+
+
+@pytest.mark.parametrize(
+    "url", ["localhost:16686", "jaeger", "ftp://jaeger:21", "http://[::1", "http://", ""]
+)
+@pytest.mark.parametrize("option", ["--jaeger-url", "--jaeger-ui-url", "--phoenix-url"])
+def test_a_url_that_is_none_is_a_usage_error(
+    option: str, url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A trace store's address that is no http(s) URL with a host is bad input (exit 2),
+    said before any request is tried, not "unreachable" (exit 3) with an aiohttp class name."""
+    argv = ["--backend", "jaeger", "--service", "shop", option, url, "k3v9q2xd"]
+
+    assert run(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"argument {option}: expected an http:// or https:// URL with a host" in err
+    assert "ClientError" not in err
+
+
+@pytest.mark.parametrize(
+    "variable", ["OTEL_REQID_JAEGER_URL", "OTEL_REQID_JAEGER_UI_URL", "OTEL_REQID_PHOENIX_URL"]
+)
+def test_a_url_from_the_environment_names_its_variable(
+    variable: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A wrong address in the environment is bad input naming the variable and the value."""
+    monkeypatch.setenv(variable, "jaeger:16686")
+
+    assert run(["--backend", "jaeger", "--service", "shop", "k3v9q2xd"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{variable}='jaeger:16686': expected an http:// or https:// URL" in err
+
+
+def test_a_flag_replaces_a_wrong_environment_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A wrong variable that a flag overrides is never used, so it is not an error."""
+    monkeypatch.setenv("OTEL_REQID_LOOKUP_LOOKBACK", "soon")
+    monkeypatch.setenv("OTEL_REQID_JAEGER_URL", "jaeger:16686")
+    spans = tmp_path / "spans.jsonl"
+    spans.write_text("")
+
+    argv = ["--lookback", "1h", "--jaeger-url", "http://127.0.0.1:9", "--backend", "file"]
+    assert run([*argv, "--file", str(spans), "k3v9q2xd"]) == EXIT_NOT_FOUND
+    err = capsys.readouterr().err
+    assert "soon" not in err
+    assert "jaeger:16686" not in err
 
 
 def test_phoenix_url_alone_selects_phoenix(

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from otel_reqid_logging._paths import DEFAULT_SPANS_FILE, SPANS_FILE_ENV
+from otel_reqid_logging._options import DEFAULT_SPANS_FILE, SPANS_FILE_ENV
 from otel_reqid_logging.lookup._cli import (
     EXIT_BACKEND_ERROR,
     EXIT_FOUND,

@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from otel_reqid_logging._paths import SPANS_FILE_ENV
+from otel_reqid_logging._options import SPANS_FILE_ENV
 from otel_reqid_logging.lookup._cli import (
     EXIT_BACKEND_ERROR,
     EXIT_FOUND,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
+import os
 import re
 import time
 import tracemalloc
@@ -196,8 +197,18 @@ def test_glob_that_matches_nothing_is_a_usage_error(
     assert code == EXIT_USAGE
     assert f"--logs {missing!r} matches no file" in captured.err
     assert captured.out == ""
-    with pytest.raises(ValueError, match="matches only directories"):
+    with pytest.raises(ValueError, match="matches no regular file"):
         log_files([str(tmp_path)])
+
+
+def test_a_device_or_pipe_is_no_log_file(tmp_path: Path) -> None:
+    """A named pipe or a device (which could be read forever) is refused like a directory,
+    and the message does not call it a directory."""
+    pipe = tmp_path / "fifo"
+    os.mkfifo(pipe)
+    for target in (str(pipe), "/dev/zero"):
+        with pytest.raises(ValueError, match=r"matches no regular file \(only directories, dev"):
+            log_files([target])
 
 
 def test_binary_and_garbled_lines_never_crash(

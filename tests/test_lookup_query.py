@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 from otel_reqid_logging.lookup import Query, QueryError, parse_query
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+# "-" alone is what a record outside a request carries, never a request's id.
 REQUEST_IDS = st.text(alphabet="ABCxyz0189._-", min_size=1, max_size=64).filter(
-    lambda s: not (len(s) == 32 and all(c in "0123456789abcdefABCDEF" for c in s))
+    lambda s: s != "-" and not (len(s) == 32 and all(c in "0123456789abcdefABCDEF" for c in s))
 )
 
 
@@ -30,6 +31,13 @@ REQUEST_IDS = st.text(alphabet="ABCxyz0189._-", min_size=1, max_size=64).filter(
         ('{"request_id": "abc.1-2_3", "msg": "x"}', Query(request_id="abc.1-2_3")),
         # Outside a span the logging instrumentation writes trace_id=0: not an id.
         ("trace_id=0 [req:k3v9q2xd] x", Query(request_id="k3v9q2xd")),
+        # What `curl -i` shows of a response: the header lines.
+        ("X-Request-ID: k3v9q2xd", Query(request_id="k3v9q2xd")),
+        ("x-request-id:k3v9q2xd\r\n", Query(request_id="k3v9q2xd")),
+        (f"traceresponse: 00-{TRACE}-00f067aa0ba902b7-01", Query(trace_id=TRACE)),
+        (f"00-{TRACE.upper()}-00F067AA0BA902B7-00", Query(trace_id=TRACE)),
+        # The trace id wins over an outside marker beside it.
+        (f"[req:- trace:{TRACE}] x", Query(trace_id=TRACE)),
     ],
 )
 def test_accepted_inputs(text: str, expected: Query) -> None:
@@ -46,6 +54,11 @@ def test_accepted_inputs(text: str, expected: Query) -> None:
         ("abc/def", "is neither a trace id"),
         ("0" * 32, "logged outside a request"),
         ("[req:ab/cd trace:0] x", "none is a valid id"),
+        # A line logged outside a request: `-` is its marker, not a request id to look up.
+        ("2026-12-01 09:14:03,339 INFO gunicorn.error [req:- trace:-] Booting", "outside a"),
+        ('{"request_id": "-", "trace_id": "-", "message": "x"}', "outside a request"),
+        ("-", "logged outside a request"),
+        (f"traceparent: 00-{'0' * 32}-00f067aa0ba902b7-01", "no req:<id> or trace:<id>"),
     ],
 )
 def test_rejected_inputs(text: str, message: str) -> None:

@@ -60,6 +60,11 @@ def test_middleware_keywords_are_the_options() -> None:
 @pytest.mark.parametrize(
     ("given", "error", "message"),
     [
+        (
+            {"tracer_provider": "jaeger"},
+            TypeError,
+            "tracer_provider must be an OpenTelemetry TracerProvider or None, got 'jaeger'",
+        ),
         ({"id_length": "8"}, TypeError, "id_length must be int, got '8'"),
         ({"id_length": True}, TypeError, "id_length must be int, got True"),
         ({"traceresponse": "false"}, TypeError, "traceresponse must be bool, got 'false'"),
@@ -99,7 +104,10 @@ def test_bad_options_name_the_option(
         ({"OTEL_REQID_TRACERESPONSE": "sometimes"}, "OTEL_REQID_TRACERESPONSE must be true or"),
         ({"OTEL_REQID_HEADER": "X:Id"}, "OTEL_REQID_HEADER must be an HTTP header name"),
         ({"OTEL_REQID_ID_LENGTH": "ten"}, "OTEL_REQID_ID_LENGTH must be a number, got 'ten'"),
-        ({"OTEL_REQID_ID_LENGTH": "20"}, "id_length must be between 4 and 12, got 20"),
+        (
+            {"OTEL_REQID_ID_LENGTH": "20"},
+            "OTEL_REQID_ID_LENGTH must be between 4 and 12, got '20'",
+        ),
     ],
 )
 def test_bad_environment_names_the_variable(environ: dict[str, str], message: str) -> None:

@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from pytest_aiohttp import AiohttpClient
 
 from otel_reqid_logging import RequestIdMiddleware, current_request_id, current_trace_id, records
-from otel_reqid_logging._paths import SPANS_FILE_ENV
+from otel_reqid_logging._options import SPANS_FILE_ENV
 from otel_reqid_logging.export import configure_tracing
 from otel_reqid_logging.lookup._cli import EXIT_FOUND, EXIT_NOT_FOUND, run
 from tests.otlp_logs_sink import OtlpLogsSink

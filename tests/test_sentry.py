@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -24,6 +27,7 @@ from sentry_sdk.transport import Transport
 
 from otel_reqid_logging import RequestIdMiddleware, current_request_id
 from tests.subprocess_app import ROOT, run_app_process
+from tests.wheels import CONSTRAINTS, make_venv, run, uv
 
 log = logging.getLogger("tests.sentry_app")
 CONCURRENT_REQUESTS = 50
@@ -266,6 +270,48 @@ def test_import_does_not_import_sentry_sdk(module: str) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "False"
+
+
+SENTRY_1X = "sentry-sdk==1.45.1"
+
+
+@pytest.fixture(scope="module")
+def sentry_1x_python(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel with sentry-sdk 1.x (the last 1.x release), everything else as pinned."""
+    root = tmp_path_factory.mktemp("sentry1x")
+    constraints = root / "constraints.txt"
+    pins = CONSTRAINTS.read_text().splitlines()
+    constraints.write_text("\n".join(pin for pin in pins if not pin.startswith("sentry-sdk")))
+    python = make_venv(root / "venv")
+    run(uv(), "pip", "install", "--quiet", "--python", python, "--constraint", constraints,
+        wheel, SENTRY_1X)  # fmt: skip
+    return python
+
+
+@pytest.mark.parametrize("integration", ["hub", "aiohttp"])
+def test_sentry_sdk_1x_requests_work_and_are_tagged(
+    integration: str, sentry_1x_python: Path, tmp_path: Path
+) -> None:
+    """With sentry-sdk 1.x, which has no get_client, every request used to end in a 500
+    with no request id header. Now each gets its answer and header, and each event its own
+    request's tags, with or without 1.x's aiohttp integration; none outside a request."""
+    check = tmp_path / "check.py"
+    shutil.copy(ROOT / "tests" / "sentry_1x_check.py", check)
+    argv = ["aiohttp"] if integration == "aiohttp" else []
+    report = json.loads(run(sentry_1x_python, check, *argv, cwd=tmp_path))
+
+    assert report["sentry"].startswith("1.")
+    answers = report["answers"]
+    assert {answer["status"] for answer in answers.values()} == {500}  # the handlers fail
+    by_request_id = {answer["request_id"]: n for n, answer in answers.items()}
+    assert "" not in by_request_id
+    *in_requests, outside = report["tags"]
+    assert len(in_requests) == len(answers)
+    for tags in in_requests:
+        assert by_request_id[tags["request_id"]] == tags["n"], tags
+        assert len(tags["trace_id"]) == 32
+    assert {tags["n"] for tags in in_requests} == set(answers)
+    assert "request_id" not in outside
 
 
 class FakeSentry:

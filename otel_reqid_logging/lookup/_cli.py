@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 
 import aiohttp
+from yarl import URL
 
-from .._paths import SPANS_FILE_ENV, spans_file
+from .._options import SPANS_FILE_ENV, spans_file
 from ._backend import Backend, find
 from ._errors import COMMON_REASONS, BackendError, TraceNotFoundError
 from ._logs import LogFilesError, print_log_lines
@@ -82,6 +84,7 @@ def run(argv: list[str] | None = None) -> int:
 
 def _checked_query(args: argparse.Namespace) -> Query:
     """Parse the query and check that the options can answer it; settle the backend."""
+    _check_environment_values(args)
     args.backend = _chosen_backend(args)
     if args.backend not in BACKENDS:
         raise QueryError(
@@ -132,8 +135,33 @@ class _Given(argparse.Action):
             namespace.named_stores = {*namespace.named_stores, self.const}
 
 
-def _defaults(environ: Mapping[str, str]) -> dict[str, str | None]:
-    defaults: dict[str, str | None] = {
+@dataclass(frozen=True)
+class _FromEnvironment:
+    """A default taken from an environment variable, checked only when no flag replaces it.
+
+    argparse would check a string default with the flag's type and blame the flag
+    (``argument --lookback: ...``) for a value the user set in a variable.
+    """
+
+    variable: str
+    text: str
+
+
+def _check_environment_values(args: argparse.Namespace) -> None:
+    """Turn the defaults still coming from the environment into values, or a QueryError."""
+    for option in ENVIRONMENT:
+        value = getattr(args, option)
+        if not isinstance(value, _FromEnvironment):
+            continue
+        check = _CHECKS.get(option, str)
+        try:
+            setattr(args, option, check(value.text))
+        except (argparse.ArgumentTypeError, ValueError) as error:
+            raise QueryError(f"{value.variable}={shown(value.text)}: {error}") from None
+
+
+def _defaults(environ: Mapping[str, str]) -> dict[str, object]:
+    defaults: dict[str, object] = {
         "backend": "file",
         "file": spans_file(environ),
         "jaeger_url": DEFAULT_JAEGER_URL,
@@ -145,11 +173,11 @@ def _defaults(environ: Mapping[str, str]) -> dict[str, str | None]:
     }
     for option, variable in ENVIRONMENT.items():
         if environ.get(variable):
-            defaults[option] = environ[variable]
+            defaults[option] = _FromEnvironment(variable, environ[variable])
     return defaults
 
 
-def _parser(defaults: Mapping[str, str | None]) -> argparse.ArgumentParser:
+def _parser(defaults: Mapping[str, object]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description=(
@@ -171,15 +199,26 @@ def _parser(defaults: Mapping[str, str | None]) -> argparse.ArgumentParser:
     )
     parser.add_argument("--file", metavar="PATH", help="OTLP JSON lines span file")
     parser.add_argument(
-        "--jaeger-url", metavar="URL", action=_Given, const="jaeger", help="Jaeger query service"
+        "--jaeger-url",
+        metavar="URL",
+        type=_url,
+        action=_Given,
+        const="jaeger",
+        help="Jaeger query service",
     )
     parser.add_argument(
         "--jaeger-ui-url",
         metavar="URL",
+        type=_url,
         help="Jaeger UI for the printed link (default: --jaeger-url)",
     )
     parser.add_argument(
-        "--phoenix-url", metavar="URL", action=_Given, const="phoenix", help="Phoenix server"
+        "--phoenix-url",
+        metavar="URL",
+        type=_url,
+        action=_Given,
+        const="phoenix",
+        help="Phoenix server",
     )
     parser.add_argument("--phoenix-project", metavar="NAME", help="Phoenix project")
     parser.add_argument("--service", help="service name to search in (Jaeger)")
@@ -210,6 +249,20 @@ def _lookback(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _url(text: str) -> str:
+    """An http(s) URL with a host: anything else could never reach a trace store."""
+    try:
+        url = URL(text.strip())
+        host = url.host
+    except ValueError:
+        host = None
+    if host is None or url.scheme not in {"http", "https"}:
+        raise argparse.ArgumentTypeError(
+            "expected an http:// or https:// URL with a host, like http://localhost:16686"
+        )
+    return text.strip()
+
+
 def _timeout(text: str) -> float:
     try:
         seconds = float(text)
@@ -218,6 +271,15 @@ def _timeout(text: str) -> float:
     if not 0 < seconds <= 600:
         raise argparse.ArgumentTypeError("expected seconds between 0 and 600")
     return seconds
+
+
+# How an option's value from the environment is checked: as its flag checks it.
+_CHECKS: dict[str, Callable[[str], object]] = {
+    "jaeger_url": _url,
+    "jaeger_ui_url": _url,
+    "phoenix_url": _url,
+    "lookback": _lookback,
+}
 
 
 async def _lookup(args: argparse.Namespace, query: Query) -> list[Trace]:

@@ -88,7 +88,10 @@ def log_files(patterns: Sequence[str]) -> list[Path]:
             raise LogFilesError(f"--logs {pattern!r} matches no file")
         files = [Path(match) for match in matches if Path(match).is_file()]
         if not files:
-            raise LogFilesError(f"--logs {pattern!r} matches only directories; name the files")
+            raise LogFilesError(
+                f"--logs {pattern!r} matches no regular file (only directories, devices or "
+                "pipes); name the log files"
+            )
         for file in files:
             _open(file).close()  # unreadable: said now, before the lookup runs
             found.setdefault(file, None)

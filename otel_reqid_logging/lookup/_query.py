@@ -10,11 +10,21 @@ __all__ = ["Query", "QueryError", "parse_query", "shown"]
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 _INVALID_TRACE_ID = "0" * 32
+# What a record made outside a request carries instead of ids: never an id to look up.
+_OUTSIDE = frozenset({"-", "0", "", _INVALID_TRACE_ID})
+_OUTSIDE_MESSAGE = (
+    "that line was logged outside a request (its ids are '-'): it belongs to no trace"
+)
 # `req:ID` / `trace:HEX` as this library writes them, `request_id=` / `trace_id=` as
-# key=value formats (OpenTelemetry's logging instrumentation among them) do, and JSON keys.
+# key=value formats (OpenTelemetry's logging instrumentation among them) do, JSON keys, and
+# the response header line `X-Request-ID: ID` that `curl -i` shows.
 _TOKEN = re.compile(
-    r"(?<![\w.-])(?P<key>req|request_id|trace|trace_id)\"?\s*[:=]\s*\"?"
+    r"(?<![\w.-])(?P<key>req|request_id|trace|trace_id|(?i:x-request-id))\"?\s*[:=]\s*\"?"
     r"(?P<value>[^\s\[\]\"',;(){}]*)"
+)
+# A W3C traceparent or traceresponse value: version, trace id, span id, flags.
+_TRACE_CONTEXT = re.compile(
+    r"(?<![\w-])[0-9a-f]{2}-(?P<trace>[0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}(?![\w-])"
 )
 _SHOWN_LIMIT = 60
 
@@ -49,12 +59,17 @@ def shown(value: str) -> str:
 
 def parse_query(text: str) -> Query:
     """Find the ids in `text`: `req:`/`trace:` tokens of a log line, or one bare id."""
-    tokens = [(m["key"], m["value"]) for m in _TOKEN.finditer(text)]
+    tokens = [(m["key"].lower(), m["value"]) for m in _TOKEN.finditer(text)]
     if tokens:
         return _from_tokens(tokens)
+    context = _TRACE_CONTEXT.search(text.lower())
+    if context is not None and _is_trace_id(context["trace"]):
+        return Query(trace_id=context["trace"])
     bare = text.strip()
     if not bare:
         raise QueryError("no id given")
+    if bare == "-":
+        raise QueryError(_OUTSIDE_MESSAGE)
     if any(ch.isspace() for ch in bare):
         raise QueryError(
             "no req:<id> or trace:<id> in that log line; pass the request id or trace id alone"
@@ -75,13 +90,20 @@ def parse_query(text: str) -> Query:
 
 def _from_tokens(tokens: list[tuple[str, str]]) -> Query:
     request_id = next(
-        (v for k, v in tokens if k.startswith("req") and _REQUEST_ID.fullmatch(v)), None
+        (
+            v
+            for k, v in tokens
+            if k.startswith(("req", "x-request")) and v != "-" and _REQUEST_ID.fullmatch(v)
+        ),
+        None,
     )
     # A record made outside a span carries trace id "0" or all zeros: not an id.
     trace_id = next(
         (v.lower() for k, v in tokens if k.startswith("trace") and _is_trace_id(v)), None
     )
     if request_id is None and trace_id is None:
+        if all(v in _OUTSIDE for _, v in tokens):
+            raise QueryError(_OUTSIDE_MESSAGE)
         found = ", ".join(f"{k}:{shown(v)}" for k, v in tokens[:4])
         raise QueryError(f"the log line has id tokens, but none is a valid id: {found}")
     return Query(request_id=request_id, trace_id=trace_id)

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .._paths import DEFAULT_SPANS_FILE, SPANS_FILE_ENV
+from .._options import DEFAULT_SPANS_FILE, SPANS_FILE_ENV
 from ._errors import BackendError, TraceNotFoundError
 from ._model import Span, Trace, group_traces, parse_resource_spans
 

@@ -1,0 +1,98 @@
+"""`otel-reqid-logging demo`: the span file it is given is kept, and --serve honours it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.subprocess_app import BIN, free_port
+
+DEMO = str(BIN / "otel-reqid-logging")
+
+
+def _demo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DEMO, "demo", *args], capture_output=True, text=True, check=False, timeout=120, cwd=cwd
+    )
+
+
+def _span_lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_an_existing_span_file_is_appended_to_not_deleted(tmp_path: Path) -> None:
+    """`demo --spans-file PATH` may name an app's own span file: what it held stays, the
+    demo's spans come after it, and the lookup still finds the failing request."""
+    spans = tmp_path / "spans.jsonl"
+    earlier = '{"resourceSpans": []}\n'
+    spans.write_text(earlier)
+
+    result = _demo("--spans-file", str(spans), cwd=tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert spans.read_text().startswith(earlier)
+    assert len(_span_lines(spans)) > 1
+    assert "ERROR: ConnectionError" in result.stdout
+
+
+def test_the_default_span_file_is_in_the_working_directory(tmp_path: Path) -> None:
+    """With no --spans-file the demo writes demo-spans.jsonl where it runs, and --help
+    says so, with no reStructuredText markup in the description."""
+    result = _demo(cwd=tmp_path)
+    usage = _demo("--help", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _span_lines(tmp_path / "demo-spans.jsonl")
+    assert "default: demo-spans.jsonl" in usage.stdout
+    assert "``" not in usage.stdout
+
+
+def _wait_for(port: int, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[0]
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"the demo did not listen on port {port}")
+
+
+def test_serve_exports_to_the_span_file_it_is_given(tmp_path: Path) -> None:
+    """`demo --serve --spans-file PATH` writes its spans to PATH (it used to ignore the
+    option and write wherever the environment said)."""
+    spans = tmp_path / "served.jsonl"
+    port = free_port()
+    environ = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("OTEL_TRACES", "OTEL_EXPORTER", "OTEL_REQID"))
+    }
+    serve = ["--serve", "--host", "127.0.0.1", "--port", str(port), "--spans-file", str(spans)]
+    process = subprocess.Popen(
+        [DEMO, "demo", *serve],
+        cwd=tmp_path,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        _wait_for(port, process)
+        url = f"http://127.0.0.1:{port}/orders/7"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            request_id = response.headers["X-Request-ID"]
+    finally:
+        process.send_signal(signal.SIGINT)
+        output = process.communicate(timeout=30)[0]
+
+    assert request_id, output
+    assert request_id in spans.read_text(), output
+    assert not (tmp_path / "spans.jsonl").exists()
