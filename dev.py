@@ -5,7 +5,8 @@
     python3 dev.py test     # ruff, mypy --strict and the whole test suite
     python3 dev.py bench    # the benchmark
 
-`test` and `bench` need wrk, the load generator; as root they install it with apt-get.
+`test` and `bench` need wrk, the load generator, and valgrind, which counts instructions;
+as root they install them with apt-get.
 
 Only Python 3 is needed. Where Debian's python3 lacks ensurepip (no python3-venv package),
 pip is fetched from PyPI into the virtual environment.
@@ -67,15 +68,24 @@ def ensure_venv() -> None:
     STAMP.write_text(wanted)
 
 
-def ensure_wrk() -> None:
-    """Install wrk, the benchmark's load generator, with apt-get when it is missing."""
-    if shutil.which("wrk"):
+def ensure_bench_tools() -> None:
+    """Install wrk (the load generator) and valgrind (the instruction counter) if missing."""
+    missing = [
+        package
+        for package, program in (("wrk", "wrk"), ("valgrind", "callgrind_control"))
+        if not shutil.which(program)
+    ]
+    if not missing:
         return
     if os.geteuid() == 0 and shutil.which("apt-get"):
         run("apt-get", "update", "-qq")
-        run("apt-get", "install", "-y", "-qq", "wrk")
+        run("apt-get", "install", "-y", "-qq", *missing)
         return
-    sys.exit("wrk is needed by the benchmark and its test: sudo apt-get install wrk")
+    sys.exit(
+        f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} needed by the "
+        "benchmark and its test: "
+        f"sudo apt-get install {' '.join(missing)}"
+    )
 
 
 def main() -> None:
@@ -86,7 +96,7 @@ def main() -> None:
         sys.exit(0 if command in {"help", "-h", "--help"} else 2)
     ensure_venv()
     if command in {"test", "bench"}:
-        ensure_wrk()
+        ensure_bench_tools()
     os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
     extra = sys.argv[2:]
     if command == "demo":
