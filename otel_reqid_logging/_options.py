@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from ._ids import DEFAULT_ID_LENGTH, MAX_INCOMING_ID_LENGTH
@@ -28,6 +29,7 @@ class Options:
     """What ``RequestIdInstrumentor`` sets up, and how the middleware behaves."""
 
     tracer_provider: TracerProvider | None = None
+    meter_provider: MeterProvider | None = None
     header_name: str | None = DEFAULT_HEADER_NAME
     id_length: int = DEFAULT_ID_LENGTH
     adopt_incoming_id: bool = False
@@ -41,6 +43,7 @@ class Options:
         """Build the middleware these options describe."""
         return RequestIdMiddleware(
             tracer_provider=self.tracer_provider,
+            meter_provider=self.meter_provider,
             header_name=self.header_name,
             id_length=self.id_length,
             adopt_incoming_id=self.adopt_incoming_id,

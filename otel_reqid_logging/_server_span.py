@@ -7,14 +7,19 @@ from typing import Any
 
 from aiohttp import HttpVersion10, HttpVersion11, web
 from opentelemetry.propagators.textmap import Getter
-from opentelemetry.trace import NonRecordingSpan, Span, SpanKind
+from opentelemetry.trace import NonRecordingSpan, Span, SpanKind, Status, StatusCode
 
 from ._incoming import acceptable_baggage, acceptable_tracestate
+from ._metrics import Measurement, ServerMetrics
 
 __all__ = [
     "HEADERS_GETTER",
+    "OwnSpan",
+    "http_method",
     "is_server_span_of_request",
+    "protocol_version",
     "request_attributes",
+    "route_of",
     "span_name",
 ]
 
@@ -69,9 +74,33 @@ def route_of(request: web.BaseRequest) -> str:
     return "" if resource is None else resource.canonical
 
 
+# The methods the semantic conventions know; any other is recorded as "_OTHER".
+_KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"}
+)
+
+
+def http_method(request: web.BaseRequest) -> str:
+    """Return ``http.request.method``: the method in capitals, or "_OTHER" for unknown ones.
+
+    An unbounded set of client-chosen methods would make unbounded metric series.
+    """
+    method = request.method
+    if method in _KNOWN_METHODS:
+        return method
+    upper = method.upper()
+    return upper if upper in _KNOWN_METHODS else "_OTHER"
+
+
 def span_name(request: web.BaseRequest, route: str) -> str:
-    """Return the span name: ``METHOD route``, or only the method for unmatched paths."""
-    return f"{request.method} {route}" if route else request.method
+    """Return the span name: ``METHOD route``, or only the method for unmatched paths.
+
+    An unknown method is named ``HTTP``, as the semantic conventions say.
+    """
+    method = http_method(request)
+    if method == "_OTHER":
+        method = "HTTP"
+    return f"{method} {route}" if route else method
 
 
 # A plain ``host[:port]`` authority: what nearly every request's Host header holds.
@@ -95,18 +124,44 @@ def _server_address(request: web.BaseRequest, scheme: str) -> tuple[str | None, 
     return url.host, url.port
 
 
+def protocol_version(request: web.BaseRequest) -> str:
+    """Return ``network.protocol.version``: "1.1", "1.0"."""
+    version = request.version
+    return _PROTOCOL_VERSIONS.get(version) or f"{version.major}.{version.minor}"
+
+
+# Query parameters whose values the semantic conventions say to redact (signed URLs).
+_REDACTED_PARAMETERS = frozenset({"AWSAccessKeyId", "Signature", "sig", "X-Goog-Signature"})
+
+
+def _redacted_query(query: str) -> str:
+    """Return the query string with the values of credential-like parameters replaced."""
+    if not any(name in query for name in _REDACTED_PARAMETERS):
+        return query
+    parts = []
+    for part in query.split("&"):
+        name, equals, _ = part.partition("=")
+        parts.append(f"{name}=REDACTED" if equals and name in _REDACTED_PARAMETERS else part)
+    return "&".join(parts)
+
+
 def request_attributes(request: web.BaseRequest, route: str) -> dict[str, Any]:
     """Return HTTP semantic-convention attributes known when the request starts."""
     scheme = request.scheme
     host, port = _server_address(request, scheme)
-    version = request.version
+    method = http_method(request)
     attributes: dict[str, Any] = {
-        "http.request.method": request.method,
+        "http.request.method": method,
         "url.scheme": scheme,
         "url.path": request.path,
-        "network.protocol.version": _PROTOCOL_VERSIONS.get(version)
-        or f"{version.major}.{version.minor}",
+        "network.protocol.version": protocol_version(request),
     }
+    if method != request.method:
+        attributes["http.request.method_original"] = request.method
+    if "?" in request.raw_path:
+        query = request.path_qs.partition("?")[2]
+        if query:
+            attributes["url.query"] = _redacted_query(query)
     if route:
         attributes["http.route"] = route
     if host:
@@ -119,3 +174,76 @@ def request_attributes(request: web.BaseRequest, route: str) -> dict[str, Any]:
     if user_agent:
         attributes["user_agent.original"] = user_agent
     return attributes
+
+
+class OwnSpan:
+    """The SERVER span this library started for a request, and the request's metrics.
+
+    The middleware tells it how the request went (``responded``, ``failed``,
+    ``cancelled``); ``end`` records the duration and ends the span.
+    """
+
+    __slots__ = ("_measurement", "span")
+
+    def __init__(
+        self,
+        span: Span,
+        metrics: ServerMetrics | None,
+        request: web.BaseRequest,
+        route: str | None,
+    ) -> None:
+        """Keep ``span``; with ``metrics``, count the request as active from now on.
+
+        ``route`` is the matched route, or None when it was not looked up yet.
+        """
+        self.span = span
+        self._measurement: Measurement | None = None
+        if metrics is not None:
+            self._measurement = metrics.start(
+                http_method(request),
+                request.scheme,
+                route_of(request) if route is None else route,
+                protocol_version(request),
+            )
+
+    def responded(self, status: int, exception: BaseException | None = None) -> None:
+        """Record the response status; a 5xx marks the span as failed.
+
+        ``exception`` is the ``HTTPException`` that carried the status; a 5xx one is
+        recorded on the span as an event.
+        """
+        server_error = status >= 500
+        measurement = self._measurement
+        if measurement is not None:
+            measurement.status = status
+            if server_error:
+                measurement.error_type = str(status)
+        span = self.span
+        if not span.is_recording():
+            return
+        span.set_attribute("http.response.status_code", status)
+        if server_error:
+            span.set_status(Status(StatusCode.ERROR))
+            span.set_attribute("error.type", str(status))
+            if exception is not None:
+                span.record_exception(exception)
+
+    def failed(self, exception: BaseException) -> None:
+        """Note that an unhandled exception became a 500 response (``error.type``: its class).
+
+        The span's own error marks are the middleware's to set, for whichever span.
+        """
+        self.responded(500)
+        if self._measurement is not None:
+            self._measurement.error_type = type(exception).__qualname__
+
+    def cancelled(self) -> None:
+        """Note that the request was cancelled (the client went away)."""
+        if self.span.is_recording():
+            self.span.set_attribute("error.type", "cancelled")
+
+    def end(self) -> None:
+        """Record the request's metrics (inside its span, for exemplars) and end the span."""
+        if self._measurement is not None:
+            self._measurement.end()
+        self.span.end()

@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.propagate import extract
 from opentelemetry.trace import (
     INVALID_SPAN_ID,
@@ -34,8 +35,10 @@ from ._ids import (
     is_acceptable_request_id,
     request_id_from_span_id,
 )
+from ._metrics import MetricsSource
 from ._server_span import (
     HEADERS_GETTER,
+    OwnSpan,
     is_server_span_of_request,
     request_attributes,
     route_of,
@@ -70,6 +73,7 @@ class RequestIdMiddleware:
         self,
         *,
         tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
         header_name: str | None = DEFAULT_HEADER_NAME,
         id_length: int = DEFAULT_ID_LENGTH,
         adopt_incoming_id: bool = False,
@@ -80,7 +84,9 @@ class RequestIdMiddleware:
         """Configure the middleware.
 
         ``header_name`` names the response header carrying the request id (None turns
-        it off). With ``adopt_incoming_id`` a request id sent by the client in
+        it off). ``meter_provider`` records the HTTP server metrics of the requests whose
+        span this middleware starts (default: the global provider, once it is set).
+        With ``adopt_incoming_id`` a request id sent by the client in
         ``incoming_header_name`` (default: ``header_name``) is kept when it passes the
         allowlist; otherwise it is replaced and never logged. ``sentry`` tags Sentry
         events with the ids: True, False, or None to do so when sentry_sdk is
@@ -103,6 +109,7 @@ class RequestIdMiddleware:
         self.max_incoming_id_length = max_incoming_id_length
         self._provider = tracer_provider
         self._tracer = trace.get_tracer(__name__, __version__, tracer_provider)
+        self._metrics = MetricsSource(meter_provider)
         self._sentry_scope = _sentry.scope_factory(sentry)
         self._global_provider: trace.TracerProvider | None = None
         self._named_provider: object = None
@@ -122,13 +129,14 @@ class RequestIdMiddleware:
         provider = self._current_provider()
         otel_current = otel_context.get_current()
         current = trace.get_current_span(otel_current)
-        own_span: Span | None = None
+        own_span: OwnSpan | None = None
         otel_token: object = None
         if is_server_span_of_request(current):
             span = current
         else:
-            span = own_span = self._start_span(request, provider)
+            span = self._start_span(request, provider)
             otel_token = otel_context.attach(trace.set_span_in_context(span, otel_current))
+            own_span = OwnSpan(span, self._metrics.get(), request, None)
 
         ids = self._ids_for(request, span, provider)
         request[REQUEST_IDS_KEY] = ids
@@ -160,25 +168,25 @@ class RequestIdMiddleware:
         return not self.enabled or (_ids.get() is not None and REQUEST_IDS_KEY in request)
 
     async def _handle(
-        self, request: web.Request, handler: Handler, span: Span, own_span: Span | None
+        self, request: web.Request, handler: Handler, span: Span, own_span: OwnSpan | None
     ) -> web.StreamResponse:
         """Call the handler; turn an unhandled exception into a logged 500 response."""
         try:
             response = await handler(request)
         except web.HTTPException as exc:
             if own_span is not None:
-                _set_status_code(own_span, exc.status)
+                own_span.responded(exc.status, exc)
             self._add_header(exc, request[REQUEST_ID_KEY])
             raise
         except asyncio.CancelledError:
-            if own_span is not None and own_span.is_recording():
-                own_span.set_attribute("error.type", "cancelled")
+            if own_span is not None:
+                own_span.cancelled()
             raise
         except Exception as exc:
             # Logged here, not by aiohttp, so that the traceback line carries the ids.
             _logger.exception("Unhandled exception in %s %s", request.method, request.raw_path)
             if own_span is not None:
-                _set_status_code(own_span, 500)
+                own_span.failed(exc)
             if span.is_recording():
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
@@ -189,7 +197,7 @@ class RequestIdMiddleware:
                 raise
             return web.Response(status=500, text="500 Internal Server Error\n")
         if own_span is not None:
-            _set_status_code(own_span, response.status)
+            own_span.responded(response.status)
         return response
 
     def _start_span(self, request: web.Request, provider: trace.TracerProvider) -> Span:
@@ -293,16 +301,6 @@ class RequestIdMiddleware:
         name = self.header_name
         if name is not None and not response.prepared:
             response.headers.setdefault(name, short_id)
-
-
-def _set_status_code(span: Span, status: int) -> None:
-    """Record the response status on our own span; 5xx marks a server span as failed."""
-    if not span.is_recording():
-        return
-    span.set_attribute("http.response.status_code", status)
-    if status >= 500:
-        span.set_status(Status(StatusCode.ERROR))
-        span.set_attribute("error.type", str(status))
 
 
 def _new_id(bits: int, invalid: int) -> int:
