@@ -33,6 +33,7 @@ __all__ = [
     "RecordCount",
     "ServerCount",
     "ValgrindMissingError",
+    "count_pieces",
     "count_records",
     "count_server",
     "find_valgrind",
@@ -240,57 +241,85 @@ def count_server(
     )
 
 
-def _ask(process: subprocess.Popen[str], command: str, answer: str) -> None:
+def _ask(process: subprocess.Popen[str], command: str, answer: str | None) -> str:
     stdin: IO[str] | None = process.stdin
     stdout: IO[str] | None = process.stdout
     assert stdin is not None
     assert stdout is not None
     stdin.write(command + "\n")
     stdin.flush()
-    line = stdout.readline().strip()
-    if line != answer:
-        raise RuntimeError(f"record counter answered {line!r} to {command!r}, not {answer!r}")
+    line = stdout.readline().rstrip("\n")
+    if answer is not None and line != answer:
+        raise RuntimeError(f"counter answered {line!r} to {command!r}, not {answer!r}")
+    return line
 
 
-def count_records(
-    cases: Sequence[tuple[str, str]], *, records: int, profiles: Path | None = None
-) -> list[RecordCount]:
-    """Count the instructions per record of each (factory, place) case.
+def _count_cases(
+    module: str,
+    cases: Sequence[str] | None,
+    *,
+    number: int,
+    nothing: str,
+    profiles: Path | None,
+) -> dict[str, float]:
+    """Drive ``module`` under callgrind: instructions per call of each case.
 
-    A case ``("none", place)`` runs the same protocol without making a record; its
-    count (the cost of being told to start and of saying it is done) is subtracted.
+    The module answers ``prepare CASE`` with ``ready`` and ``run`` with ``done`` (see
+    ``bench.record_counts``); ``cases`` None asks it for its list (``list``). The
+    case ``nothing`` runs the protocol alone; its count is subtracted from the others.
     """
     with _folder(profiles) as folder:
         callgrind = _Callgrind(folder)
         process = subprocess.Popen(  # noqa: S603  (our own interpreter and module)
-            [*callgrind.wrapper(), sys.executable, "-m", "bench.record_counts", str(records)],
+            [*callgrind.wrapper(), sys.executable, "-m", module, str(number)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             env={**os.environ, **_ENVIRONMENT},
         )
         try:
-            measured: dict[tuple[str, str], int] = {}
-            for factory, place in [("none", "outside"), *cases]:
-                _ask(process, f"prepare {factory} {place}", "ready")
+            if cases is None:
+                cases = _ask(process, "list", None).split("\t")
+            measured: dict[str, int] = {}
+            for case in [nothing, *cases]:
+                _ask(process, f"prepare {case}", "ready")
                 callgrind.zero(process.pid)
                 _ask(process, "run", "done")
-                measured[factory, place], profile = callgrind.dump(process.pid)
+                measured[case], profile = callgrind.dump(process.pid)
                 if profiles is not None:
-                    profile.rename(folder / f"callgrind.out.records.{factory}.{place}")
+                    label = re.sub(r"[^A-Za-z0-9_.-]+", "_", case)
+                    profile.rename(folder / f"callgrind.out.{module}.{label}")
             _ask(process, "quit", "bye")
             process.wait(_DUMP_TIMEOUT_S)
         finally:
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    overhead = measured["none", "outside"]
+    return {case: (measured[case] - measured[nothing]) / number for case in cases}
+
+
+def count_records(
+    cases: Sequence[tuple[str, str]], *, records: int, profiles: Path | None = None
+) -> list[RecordCount]:
+    """Count the instructions per record of each (factory, place) case."""
+    counted = _count_cases(
+        "bench.record_counts",
+        [f"{factory} {place}" for factory, place in cases],
+        number=records,
+        nothing="none outside",
+        profiles=profiles,
+    )
     return [
         RecordCount(
             factory=factory,
             place=place,
             records=records,
-            instructions_per_record=(measured[factory, place] - overhead) / records,
+            instructions_per_record=counted[f"{factory} {place}"],
         )
         for factory, place in cases
     ]
+
+
+def count_pieces(*, calls: int, profiles: Path | None = None) -> dict[str, float]:
+    """Count the instructions per call of each piece of the hot path (``bench.pieces``)."""
+    return _count_cases("bench.pieces", None, number=calls, nothing="none", profiles=profiles)

@@ -11,8 +11,9 @@ from aiohttp.typedefs import Handler
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.metrics import MeterProvider
-from opentelemetry.propagate import extract
 from opentelemetry.trace import (
+    DEFAULT_TRACE_OPTIONS,
+    DEFAULT_TRACE_STATE,
     INVALID_SPAN_ID,
     INVALID_TRACE_ID,
     NonRecordingSpan,
@@ -37,8 +38,9 @@ from ._ids import (
 )
 from ._metrics import MetricsSource
 from ._server_span import (
-    HEADERS_GETTER,
+    NOTHING_INCOMING,
     OwnSpan,
+    incoming_context,
     is_server_span_of_request,
     request_attributes,
     route_of,
@@ -133,16 +135,20 @@ class RequestIdMiddleware:
         otel_token: object = None
         if is_server_span_of_request(current):
             span = current
+            ids = self._ids_for(request, span, provider)
+            if span.is_recording():
+                span.set_attribute("request.id", ids.request_id)
         else:
             span = self._start_span(request, provider)
             otel_token = otel_context.attach(trace.set_span_in_context(span, otel_current))
-            own_span = OwnSpan(span, self._metrics.get(), request, None)
+            ids = self._ids_for(request, span, provider)
+            metrics = self._metrics.get()
+            if metrics is not None or span.is_recording():
+                # It puts request.id on the span with the status, in one call at the end.
+                own_span = OwnSpan(span, metrics, request, ids.request_id)
 
-        ids = self._ids_for(request, span, provider)
         request[REQUEST_IDS_KEY] = ids
         request[REQUEST_ID_KEY] = ids.request_id
-        if span.is_recording():
-            span.set_attribute("request.id", ids.request_id)
         ids_token = _ids.set(ids)
         request_id_token = request_id.set(ids.request_id)
         try:
@@ -157,6 +163,7 @@ class RequestIdMiddleware:
             _ids.reset(ids_token)
             if own_span is not None:
                 own_span.end()
+            if otel_token is not None:
                 otel_context.detach(otel_token)  # type: ignore[arg-type]
         self._add_header(response, ids.request_id)
         return response
@@ -202,10 +209,20 @@ class RequestIdMiddleware:
 
     def _start_span(self, request: web.Request, provider: trace.TracerProvider) -> Span:
         """Start this request's SERVER span, or make up its ids when nothing records."""
-        parent = extract(request, getter=HEADERS_GETTER)
+        parent = incoming_context(request)
         if isinstance(provider, _NOTHING_RECORDS):
             # No SDK: a tracer would only hand back the caller's span, so the name and
             # the attributes it would drop are not even built.
+            if parent is NOTHING_INCOMING:
+                return NonRecordingSpan(
+                    SpanContext(
+                        _new_id(128, INVALID_TRACE_ID),
+                        _new_id(64, INVALID_SPAN_ID),
+                        False,
+                        DEFAULT_TRACE_OPTIONS,
+                        DEFAULT_TRACE_STATE,
+                    )
+                )
             context = trace.get_current_span(parent).get_span_context()
         else:
             route = route_of(request)
@@ -245,14 +262,16 @@ class RequestIdMiddleware:
                 incoming, self.max_incoming_id_length
             ):
                 short_id = incoming
+        span_id = context.span_id
         if short_id is None:
-            short_id = request_id_from_span_id(context.span_id, self.id_length)
+            short_id = request_id_from_span_id(span_id, self.id_length)
+        sampled_flag = context.trace_flags.sampled
         return RequestIds(
             request_id=short_id,
             trace_id=context.trace_id,
-            span_id=context.span_id,
-            sampled=context.trace_flags.sampled and span.is_recording(),
-            sampled_flag=context.trace_flags.sampled,
+            span_id=span_id,
+            sampled=sampled_flag and span.is_recording(),
+            sampled_flag=sampled_flag,
             service_name=self._service_name_of(provider),
         )
 
