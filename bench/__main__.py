@@ -27,6 +27,7 @@ from .callgrind import (
     RecordCount,
     ServerCount,
     ValgrindMissingError,
+    count_pieces,
     count_records,
     count_server,
     find_valgrind,
@@ -71,6 +72,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--jobs", type=int, default=1, help="servers counted under callgrind at the same time"
     )
     parser.add_argument(
+        "--no-pieces", action="store_true", help="skip the profile of the middleware's steps"
+    )
+    parser.add_argument(
+        "--piece-calls", type=int, default=2000, help="calls counted per hot-path piece"
+    )
+    parser.add_argument(
         "--profiles", type=Path, help="keep callgrind's profiles here (for callgrind_annotate)"
     )
     parser.add_argument(
@@ -96,6 +103,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
             args.record_count,
             args.jobs,
             args.callgrind_requests,
+            args.piece_calls,
         )
         < 1
         or args.warmup < 0
@@ -223,6 +231,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         factories = measure_factories(repeats=args.record_repeats)
         if not args.no_callgrind:
             records = _count_records(args)
+    pieces: dict[str, float] = {}
+    if not args.no_callgrind and not args.no_pieces and not args.records_only:
+        print("callgrind hot-path pieces ...", file=sys.stderr, flush=True)
+        pieces = count_pieces(calls=args.piece_calls, profiles=args.profiles)
     summaries = summarize(runs, names)
     targets = evaluate(runs=runs, counts=counts, records=records, factories=factories)
     settings = (
@@ -238,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         records=records,
         factories=factories,
         targets=targets,
+        pieces=pieces,
         descriptions={name: c.description for name, c in CONFIGURATIONS.items()},
         settings=settings,
     )
@@ -254,6 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "records": [dataclasses.asdict(record) for record in records],
             "factories": [dataclasses.asdict(result) for result in factories],
             "targets": [dataclasses.asdict(target) for target in targets],
+            "pieces": pieces,
         }
         args.json.write_text(json.dumps(data, indent=2))
     print(text)

@@ -350,6 +350,7 @@ def render(
     targets: Sequence[TargetResult],
     descriptions: dict[str, str],
     settings: str,
+    pieces: dict[str, float] | None = None,
 ) -> str:
     """Return the whole report as markdown."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -389,6 +390,18 @@ def render(
             "factory, LogRecord and handler dispatch.",
             "",
             *_record_count_table(records),
+            "",
+        ]
+    if pieces:
+        lines += [
+            "## The middleware's hot path, piece by piece (callgrind)",
+            "",
+            "Each piece alone, called in a loop on one resolved request (`bench/pieces.py`): "
+            "the profile that shows where a request's instructions go.",
+            "",
+            "| piece | instructions/call |",
+            "|---|--:|",
+            *(f"| {name} | {value:,.0f} |" for name, value in pieces.items()),
             "",
         ]
     if summaries:

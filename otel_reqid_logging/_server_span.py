@@ -241,8 +241,6 @@ def request_attributes(request: web.BaseRequest, route: str) -> dict[str, Any]:
         attributes["server.address"] = host
     if port:
         attributes["server.port"] = port
-    if request.remote:
-        attributes["client.address"] = request.remote
     user_agent = request.headers.get("User-Agent")
     if user_agent:
         attributes["user_agent.original"] = user_agent

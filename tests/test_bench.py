@@ -207,6 +207,7 @@ def test_callgrind_counts_requests_and_records(tmp_path: Path) -> None:
             "--callgrind-requests=40",
             "--callgrind-warmup=10",
             "--record-count=200",
+            "--piece-calls=50",
             "--record-repeats=1",
             "--jobs=2",
             f"--output={output}",
@@ -244,4 +245,7 @@ def test_callgrind_counts_requests_and_records(tmp_path: Path) -> None:
     assert ids["instruction_ratio"] == pytest.approx(ratio)
     assert ids["passed"] in {True, False}
     assert targets["`ours_on_otel` >= 0.95 x `otel_server`"]["passed"] is None
+    pieces = data["pieces"]
+    assert "middleware, ids only" in pieces
+    assert pieces["middleware, own span"] > pieces["middleware, ids only"] > 1_000
     assert "Instructions per request (callgrind)" in output.read_text()
