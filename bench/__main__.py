@@ -121,9 +121,13 @@ def _selected(only: Sequence[str] | None) -> list[str]:
     return [name for name in CONFIGURATIONS if name in wanted]
 
 
+# The CPUs this process may use when it starts, before it pins itself for wrk.
+_CPUS = sorted(os.sched_getaffinity(0))
+
+
 def _cores() -> tuple[int, int]:
     """Pick the server's CPU and the load generator's CPU."""
-    cpus = sorted(os.sched_getaffinity(0))
+    cpus = _CPUS
     if len(cpus) < 2:
         print("warning: one CPU only; server and wrk share it", file=sys.stderr)
         return cpus[0], cpus[0]

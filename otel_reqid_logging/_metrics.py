@@ -6,15 +6,29 @@ that switching from it to this library's own span keeps every dashboard working:
 ``http.server.request.duration`` (histogram, seconds) and ``http.server.active_requests``
 (up-down counter). Nothing is recorded until a meter provider is there: the explicit
 ``meter_provider`` option, or the global one once the application sets it.
+
+The active-requests counter is an asynchronous (observable) up-down counter: requests
+count themselves in a dict here, and the SDK reads the counts when it collects. Its
+points are those of the synchronous counter, but a request costs a dict update instead
+of two SDK measurements (each about as dear as the whole of this library's span work).
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections.abc import Iterable
 from time import perf_counter
 from typing import Any
 
 from opentelemetry import metrics as otel_metrics
-from opentelemetry.metrics import Histogram, MeterProvider, NoOpMeterProvider, UpDownCounter
+from opentelemetry.metrics import (
+    CallbackOptions,
+    Histogram,
+    MeterProvider,
+    NoOpMeterProvider,
+    Observation,
+)
 
 from ._version import __version__
 
@@ -28,10 +42,34 @@ _METER_NAME = "otel_reqid_logging"
 _UNKNOWN = object()
 
 
+class _ActiveRequests:
+    """Requests in progress per (method, scheme), read by the SDK when it collects."""
+
+    __slots__ = ("_counts", "_lock")
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str], int] = {}
+        # Event loops in several threads may share one provider's counts.
+        self._lock = threading.Lock()
+
+    def add(self, key: tuple[str, str], delta: int) -> None:
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + delta
+
+    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        """The callback of the observable counter: one point per attribute set seen."""
+        with self._lock:
+            counts = list(self._counts.items())
+        return [
+            Observation(count, {"http.request.method": method, "url.scheme": scheme})
+            for (method, scheme), count in counts
+        ]
+
+
 class ServerMetrics:
     """The two HTTP server instruments of one meter provider."""
 
-    __slots__ = ("_active_add", "_duration_record")
+    __slots__ = ("__weakref__", "_duration_record", "active")
 
     def __init__(self, provider: MeterProvider) -> None:
         """Create the instruments (once per provider, never per request)."""
@@ -42,32 +80,47 @@ class ServerMetrics:
             description="Duration of HTTP server requests.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
-        active: UpDownCounter = meter.create_up_down_counter(
+        self.active = _ActiveRequests()
+        meter.create_observable_up_down_counter(
             "http.server.active_requests",
+            callbacks=[self.active.observe],
             unit="{request}",
             description="Number of active HTTP server requests.",
         )
-        # Bound once: the hot path calls them twice and once per request.
+        # Bound once: the hot path calls it once per request.
         self._duration_record = duration.record
-        self._active_add = active.add
 
     def start(self, method: str, scheme: str, route: str, version: str) -> Measurement:
         """Count a request as active and start timing it."""
-        active = {"http.request.method": method, "url.scheme": scheme}
-        self._active_add(1, active)
-        return Measurement(self, active, route, version)
+        key = (method, scheme)
+        self.active.add(key, 1)
+        return Measurement(self, key, route, version)
+
+
+# One set of instruments per provider, whichever middlewares share it: a second
+# observable counter of the same name would not be read.
+_by_provider: weakref.WeakKeyDictionary[MeterProvider, ServerMetrics] = weakref.WeakKeyDictionary()
+_by_provider_lock = threading.Lock()
+
+
+def _metrics_of(provider: MeterProvider) -> ServerMetrics:
+    with _by_provider_lock:
+        found = _by_provider.get(provider)
+        if found is None:
+            found = _by_provider[provider] = ServerMetrics(provider)
+        return found
 
 
 class Measurement:
     """One request being measured: what its duration point will carry."""
 
-    __slots__ = ("_active", "_metrics", "_route", "_start", "_version", "error_type", "status")
+    __slots__ = ("_key", "_metrics", "_route", "_start", "_version", "error_type", "status")
 
     def __init__(
-        self, metrics: ServerMetrics, active: dict[str, str], route: str, version: str
+        self, metrics: ServerMetrics, key: tuple[str, str], route: str, version: str
     ) -> None:
         self._metrics = metrics
-        self._active = active
+        self._key = key
         self._route = route
         self._version = version
         #: The response status, once known; None when the request ended without one.
@@ -79,8 +132,12 @@ class Measurement:
     def end(self) -> None:
         """Record the request's duration and count it as no longer active."""
         duration = perf_counter() - self._start
-        attributes: dict[str, Any] = dict(self._active)
-        attributes["network.protocol.version"] = self._version
+        method, scheme = key = self._key
+        attributes: dict[str, Any] = {
+            "http.request.method": method,
+            "url.scheme": scheme,
+            "network.protocol.version": self._version,
+        }
         if self._route:
             attributes["http.route"] = self._route
         if self.status is not None:
@@ -89,7 +146,7 @@ class Measurement:
             attributes["error.type"] = self.error_type
         metrics = self._metrics
         metrics._duration_record(max(duration, 0.0), attributes)
-        metrics._active_add(-1, self._active)
+        metrics.active.add(key, -1)
 
 
 def _global_provider_set() -> bool:
@@ -115,7 +172,7 @@ class MetricsSource:
         self._explicit = meter_provider is not None
         self._metrics: ServerMetrics | None = None
         if meter_provider is not None and not isinstance(meter_provider, NoOpMeterProvider):
-            self._metrics = ServerMetrics(meter_provider)
+            self._metrics = _metrics_of(meter_provider)
 
     def get(self) -> ServerMetrics | None:
         """Return the instruments, or None while nothing would record."""
@@ -128,5 +185,5 @@ class MetricsSource:
         if isinstance(provider, NoOpMeterProvider):
             self._explicit = True  # set once and for all: nothing will ever record
             return None
-        self._metrics = found = ServerMetrics(provider)
+        self._metrics = found = _metrics_of(provider)
         return found

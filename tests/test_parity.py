@@ -327,3 +327,41 @@ async def test_global_meter_provider_set_later_is_used(aiohttp_client: AiohttpCl
         metrics._internal._METER_PROVIDER_SET_ONCE = Once()
         metrics._internal._METER_PROVIDER = None
         provider.shutdown()
+
+
+async def test_active_requests_counts_a_request_in_flight(aiohttp_client: AiohttpClient) -> None:
+    """While a request runs, http.server.active_requests reads 1 for its method and scheme."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    seen: list[dict[frozenset[tuple[str, Any]], Any]] = []
+
+    async def peek(request: web.Request) -> web.Response:
+        metric = our_active_metric(reader)
+        seen.append({key: point.value for key, point in points(metric).items()})
+        return web.Response(text="ok")
+
+    app = web.Application(middlewares=[RequestIdMiddleware(meter_provider=provider)])
+    app.router.add_post("/peek", peek)
+    client = await aiohttp_client(app)
+    try:
+        async with client.post("/peek") as response:
+            assert response.status == 200
+        key = frozenset({("http.request.method", "POST"), ("url.scheme", "http")})
+        assert seen == [{key: 1}]
+        after = points(our_active_metric(reader))
+        assert after[key].value == 0
+    finally:
+        provider.shutdown()
+
+
+def our_active_metric(reader: InMemoryMetricReader) -> Metric:
+    data = reader.get_metrics_data()
+    assert data is not None
+    (metric,) = [
+        m
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "http.server.active_requests"
+    ]
+    return metric
