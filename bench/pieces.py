@@ -185,8 +185,43 @@ def _middleware_pieces() -> dict[str, Callable[[], None]]:
     }
 
 
+def _metrics_pieces() -> dict[str, Callable[[], None]]:
+    from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: PLC0415
+
+    from otel_reqid_logging._metrics import ServerMetrics  # noqa: PLC0415
+
+    meter = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("bench.pieces")
+    histogram = meter.create_histogram("bench.duration", unit="s")
+    counter = meter.create_up_down_counter("bench.active", unit="{request}")
+    ours = ServerMetrics(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    active = {"http.request.method": "GET", "url.scheme": "http"}
+    duration: dict[str, str | int] = {
+        **active,
+        "network.protocol.version": "1.1",
+        "http.route": "/hello/{name}",
+        "http.response.status_code": 200,
+    }
+
+    def measure() -> None:
+        measurement = ours.start("GET", "http", "/hello/{name}", "1.1")
+        measurement.status = 200
+        measurement.end()
+
+    return {
+        "SDK: one histogram record (a request's duration)": lambda: histogram.record(
+            0.001, duration
+        ),
+        "SDK: one up-down counter add (a synchronous counter takes two a request)": lambda: (
+            counter.add(1, active)
+        ),
+        "our metrics for one request (histogram + observable active count)": measure,
+    }
+
+
 PIECES: dict[str, Callable[[], dict[str, Callable[[], None]]]] = {
     "middleware": _middleware_pieces,
+    "metrics": _metrics_pieces,
 }
 
 
