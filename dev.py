@@ -35,7 +35,8 @@ CONSTRAINTS = ROOT / "dev-constraints.txt"
 STAMP = VENV / ".dev-installed"
 MINIMUM_PYTHON = (3, 10)
 # What the benchmark and its smoke test need beyond Python: Debian package -> its program.
-BENCH_TOOLS = {"wrk": "wrk"}
+# Package -> the program it puts on PATH: wrk drives the load, valgrind counts instructions.
+BENCH_TOOLS = {"wrk": "wrk", "valgrind": "callgrind_control"}
 LOCK_COMMAND = (
     "pip",
     "compile",

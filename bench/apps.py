@@ -98,8 +98,47 @@ def _set_global_provider(provider: TracerProvider) -> None:
     trace.set_tracer_provider(provider)
 
 
+def _set_global_meter_provider() -> None:
+    """Set an SDK meter provider whose reader exports (to nowhere) once a minute.
+
+    Every measurement goes through the SDK's aggregation, as in production; the
+    periodic export never falls inside a measured run of the benchmark.
+    """
+    from opentelemetry import metrics  # noqa: PLC0415
+    from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415
+    from opentelemetry.sdk.metrics.export import (  # noqa: PLC0415
+        MetricExporter,
+        MetricExportResult,
+        MetricsData,
+        PeriodicExportingMetricReader,
+    )
+    from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
+
+    class DroppingMetricExporter(MetricExporter):
+        def export(
+            self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+        ) -> MetricExportResult:
+            return MetricExportResult.SUCCESS
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return True
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+            return None
+
+    reader = PeriodicExportingMetricReader(DroppingMetricExporter(), export_interval_millis=60_000)
+    metrics.set_meter_provider(
+        MeterProvider(metric_readers=[reader], resource=Resource.create({"service.name": "bench"}))
+    )
+
+
 def _instrument_aiohttp_server(provider: TracerProvider) -> None:
-    """Turn on OpenTelemetry's aiohttp-server instrumentation (it patches web.Application)."""
+    """Turn on OpenTelemetry's aiohttp-server instrumentation (it patches web.Application).
+
+    In its stable HTTP semantic-convention mode, the one this library's span follows,
+    so that both record the same attributes and the same metrics.
+    """
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
     from opentelemetry.instrumentation.aiohttp_server import (  # noqa: PLC0415
         AioHttpServerInstrumentor,
     )
@@ -133,8 +172,42 @@ def _ancestor() -> Parts:
 def _otel_server() -> Parts:
     provider = _dropping_provider()
     _set_global_provider(provider)
+    _set_global_meter_provider()
     _instrument_aiohttp_server(provider)
     return Parts()
+
+
+def _sdk_floor() -> Parts:
+    """The least a tracing middleware does: the SDK's SERVER span, current, five attributes.
+
+    No context extraction, no metrics, no ids: what it costs is the SDK's span itself.
+    """
+    from opentelemetry.trace import SpanKind  # noqa: PLC0415
+
+    provider = _dropping_provider()
+    _set_global_provider(provider)
+    tracer = provider.get_tracer("bench.sdk_floor")
+
+    @web.middleware
+    async def sdk_floor(request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = request.match_info.route.resource
+        template = "" if route is None else route.canonical
+        with tracer.start_as_current_span(
+            f"{request.method} {template}",
+            kind=SpanKind.SERVER,
+            attributes={
+                "http.request.method": request.method,
+                "url.scheme": request.scheme,
+                "url.path": request.path,
+                "http.route": template,
+                "server.address": request.host,
+            },
+        ) as span:
+            response = await handler(request)
+            span.set_attribute("http.response.status_code", response.status)
+            return response
+
+    return Parts(middlewares=[sdk_floor])
 
 
 def _otel() -> Parts:
@@ -151,7 +224,7 @@ def _otel() -> Parts:
     return parts
 
 
-def _ours(*, own_provider: bool, on_otel: bool) -> Parts:
+def _ours(*, own_provider: bool, on_otel: bool, with_metrics: bool = False) -> Parts:
     from otel_reqid_logging import (  # noqa: PLC0415
         RequestIdAccessLogger,
         RequestIdMiddleware,
@@ -162,6 +235,8 @@ def _ours(*, own_provider: bool, on_otel: bool) -> Parts:
     if own_provider or on_otel:
         provider = _dropping_provider()
         _set_global_provider(provider)
+    if with_metrics or on_otel:
+        _set_global_meter_provider()
     if on_otel:
         assert provider is not None
         _instrument_aiohttp_server(provider)
@@ -174,6 +249,10 @@ def _ours(*, own_provider: bool, on_otel: bool) -> Parts:
 
 def _ours_span() -> Parts:
     return _ours(own_provider=True, on_otel=False)
+
+
+def _ours_span_metrics() -> Parts:
+    return _ours(own_provider=True, on_otel=False, with_metrics=True)
 
 
 def _ours_ids() -> Parts:
@@ -201,22 +280,34 @@ CONFIGURATIONS: dict[str, Configuration] = {
         ),
         Configuration(
             "otel_server",
-            "OpenTelemetry aiohttp-server instrumentation, SDK",
+            "OpenTelemetry aiohttp-server instrumentation, SDK, metrics",
             PLAIN_FORMAT,
             _otel_server,
         ),
         Configuration(
             "otel",
-            "OpenTelemetry aiohttp-server + logging instrumentations, SDK",
+            "OpenTelemetry aiohttp-server + logging instrumentations, SDK, metrics",
             "%(asctime)s %(levelname)s %(name)s [trace:%(otelTraceID)s span:%(otelSpanID)s]"
             " %(message)s",
             _otel,
         ),
+        Configuration(
+            "sdk_floor",
+            "a middleware that only runs the SDK's SERVER span (five attributes, status)",
+            PLAIN_FORMAT,
+            _sdk_floor,
+        ),
         Configuration("ours_span", "this library, its own span, SDK", _OURS_FORMAT, _ours_span),
+        Configuration(
+            "ours_span_metrics",
+            "this library, its own span and HTTP metrics, SDK",
+            _OURS_FORMAT,
+            _ours_span_metrics,
+        ),
         Configuration("ours_ids", "this library, no SDK (ids only)", _OURS_FORMAT, _ours_ids),
         Configuration(
             "ours_on_otel",
-            "this library inside OpenTelemetry's aiohttp-server span, SDK",
+            "this library inside OpenTelemetry's aiohttp-server span, SDK, metrics",
             _OURS_FORMAT,
             _ours_on_otel,
         ),
@@ -263,22 +354,43 @@ def main(argv: Sequence[str] | None = None) -> None:
 class ServerProcess:
     """A running benchmark server: its port, its CPU time and its log file."""
 
-    def __init__(self, configuration: str, log_file: Path, core: int) -> None:
-        """Start the server for ``configuration`` and wait until it listens."""
+    def __init__(
+        self,
+        configuration: str,
+        log_file: Path,
+        core: int,
+        *,
+        wrapper: Sequence[str] = (),
+        environment: dict[str, str] | None = None,
+        start_timeout_s: float = _START_TIMEOUT_S,
+    ) -> None:
+        """Start the server for ``configuration`` and wait until it listens.
+
+        ``wrapper`` is a command that runs the interpreter (valgrind and its options).
+        """
         self.configuration = configuration
         self.log_file = log_file
         self._process = subprocess.Popen(  # noqa: S603  (our own interpreter and module)
-            [sys.executable, "-m", "bench.apps", configuration, str(log_file), str(core)],
+            [
+                *wrapper,
+                sys.executable,
+                "-m",
+                "bench.apps",
+                configuration,
+                str(log_file),
+                str(core),
+            ],
             stdout=subprocess.PIPE,
             text=True,
+            env=None if environment is None else {**os.environ, **environment},
         )
-        self.port = self._wait_ready()
+        self.port = self._wait_ready(start_timeout_s)
         self.url = f"http://127.0.0.1:{self.port}{PATH}"
 
-    def _wait_ready(self) -> int:
+    def _wait_ready(self, timeout_s: float) -> int:
         stdout: IO[str] | None = self._process.stdout
         assert stdout is not None
-        line = _readline(stdout, _START_TIMEOUT_S)
+        line = _readline(stdout, timeout_s)
         if not line.startswith("READY "):
             self.stop()
             raise RuntimeError(
@@ -313,7 +425,8 @@ class ServerProcess:
         if self._process.poll() is None:
             self._process.terminate()
             try:
-                self._process.wait(_STOP_TIMEOUT_S)
+                # Under valgrind a server takes a while to write its final profile.
+                self._process.wait(_STOP_TIMEOUT_S * 6)
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()

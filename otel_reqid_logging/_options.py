@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypedDict
 
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from ._ids import DEFAULT_ID_LENGTH, MAX_ID_LENGTH, MAX_INCOMING_ID_LENGTH, MIN_ID_LENGTH
@@ -64,6 +65,7 @@ class Options:
     """
 
     tracer_provider: TracerProvider | None = None
+    meter_provider: MeterProvider | None = None
     header_name: str | None = DEFAULT_HEADER_NAME
     id_length: int = DEFAULT_ID_LENGTH
     adopt_incoming_id: bool = False
@@ -85,6 +87,11 @@ class Options:
         if provider is not None and not callable(getattr(provider, "get_tracer", None)):
             raise TypeError(
                 f"tracer_provider must be an OpenTelemetry TracerProvider or None, got {provider!r}"
+            )
+        meters = self.meter_provider
+        if meters is not None and not callable(getattr(meters, "get_meter", None)):
+            raise TypeError(
+                f"meter_provider must be an OpenTelemetry MeterProvider or None, got {meters!r}"
             )
         for name in ("adopt_incoming_id", "traceresponse", "record_factory", "access_log"):
             _check_type(name, getattr(self, name), bool)
@@ -118,6 +125,7 @@ class MiddlewareOptions(TypedDict, total=False):
     """The keyword options of ``RequestIdMiddleware``: those of ``Options`` it uses."""
 
     tracer_provider: TracerProvider | None
+    meter_provider: MeterProvider | None
     header_name: str | None
     id_length: int
     adopt_incoming_id: bool

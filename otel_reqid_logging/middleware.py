@@ -11,8 +11,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.propagate import extract
 from opentelemetry.trace import (
+    DEFAULT_TRACE_OPTIONS,
+    DEFAULT_TRACE_STATE,
     INVALID_SPAN_ID,
     INVALID_TRACE_ID,
     NonRecordingSpan,
@@ -29,10 +30,13 @@ from . import sentry as _sentry
 from ._context import REQUEST_ID_KEY, REQUEST_IDS_KEY, RequestIds, _ids, request_id
 from ._excluded import request_exclusion
 from ._ids import is_acceptable_request_id, request_id_from_span_id
+from ._metrics import MetricsSource
 from ._options import DEFAULT_HEADER_NAME, MiddlewareOptions, Options, resolve_options
 from ._response_headers import ResponseHeaders
 from ._server_span import (
-    HEADERS_GETTER,
+    NOTHING_INCOMING,
+    OwnSpan,
+    incoming_context,
     is_server_span_of_request,
     request_attributes,
     route_of,
@@ -71,7 +75,9 @@ class RequestIdMiddleware:
         ``OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS`` / ``OTEL_PYTHON_EXCLUDED_URLS``) give
         the defaults, as for the instrumentor; keyword options override them.
         ``header_name`` names the response header carrying the request id (None turns
-        it off). With ``adopt_incoming_id`` a request id sent by the client in
+        it off). ``meter_provider`` records the HTTP server metrics of the requests whose
+        span this middleware starts (default: the global provider, once it is set).
+        With ``adopt_incoming_id`` a request id sent by the client in
         ``incoming_header_name`` (default: ``header_name``) is kept when it passes the
         allowlist; otherwise it is replaced and never logged. That lets the client choose
         its id (and reuse another request's), so turn it on only behind a trusted proxy
@@ -104,6 +110,7 @@ class RequestIdMiddleware:
         self._provider = options.tracer_provider
         self._tracer = trace.get_tracer(__name__, __version__, options.tracer_provider)
         self._sentry_scope = _sentry.scope_factory(options.sentry)
+        self._metrics = MetricsSource(options.meter_provider)
         self._global_provider: trace.TracerProvider | None = None
         self._named_provider: object = None
         self._service_name = ""
@@ -122,19 +129,24 @@ class RequestIdMiddleware:
         provider = self._current_provider()
         otel_current = otel_context.get_current()
         current = trace.get_current_span(otel_current)
-        own_span: Span | None = None
+        own_span: OwnSpan | None = None
         otel_token: object = None
         if is_server_span_of_request(current):
             span = current
+            ids = self._ids_for(request, span, provider)
+            if span.is_recording():
+                span.set_attribute("request.id", ids.request_id)
         else:
-            span = own_span = self._start_span(request, provider)
+            span = self._start_span(request, provider)
             otel_token = otel_context.attach(trace.set_span_in_context(span, otel_current))
+            ids = self._ids_for(request, span, provider)
+            metrics = self._metrics.get()
+            if metrics is not None or span.is_recording():
+                # It puts request.id on the span with the status, in one call at the end.
+                own_span = OwnSpan(span, metrics, request, ids.request_id)
 
-        ids = self._ids_for(request, span, provider)
         request[REQUEST_IDS_KEY] = ids
         request[REQUEST_ID_KEY] = ids.request_id
-        if span.is_recording():
-            span.set_attribute("request.id", ids.request_id)
         ids_token = _ids.set(ids)
         request_id_token = request_id.set(ids.request_id)
         try:
@@ -149,6 +161,7 @@ class RequestIdMiddleware:
             _ids.reset(ids_token)
             if own_span is not None:
                 own_span.end()
+            if otel_token is not None:
                 otel_context.detach(otel_token)  # type: ignore[arg-type]
         self._add_header(response, ids)
         return response
@@ -163,25 +176,25 @@ class RequestIdMiddleware:
         return self._excludes is not None and self._excludes(request)
 
     async def _handle(
-        self, request: web.Request, handler: Handler, span: Span, own_span: Span | None
+        self, request: web.Request, handler: Handler, span: Span, own_span: OwnSpan | None
     ) -> web.StreamResponse:
         """Call the handler; turn an unhandled exception into a logged 500 response."""
         try:
             response = await handler(request)
         except web.HTTPException as exc:
             if own_span is not None:
-                _set_status_code(own_span, exc.status)
+                own_span.responded(exc.status, exc)
             self._add_header(exc, request[REQUEST_IDS_KEY])
             raise
         except asyncio.CancelledError:
-            if own_span is not None and own_span.is_recording():
-                own_span.set_attribute("error.type", "cancelled")
+            if own_span is not None:
+                own_span.cancelled()
             raise
         except Exception as exc:
             # Logged here, not by aiohttp, so that the traceback line carries the ids.
             _logger.exception("Unhandled exception in %s %s", request.method, request.raw_path)
             if own_span is not None:
-                _set_status_code(own_span, 500)
+                own_span.failed(exc)
             if span.is_recording():
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
@@ -192,15 +205,25 @@ class RequestIdMiddleware:
                 raise
             return web.Response(status=500, text="500 Internal Server Error\n")
         if own_span is not None:
-            _set_status_code(own_span, response.status)
+            own_span.responded(response.status)
         return response
 
     def _start_span(self, request: web.Request, provider: trace.TracerProvider) -> Span:
         """Start this request's SERVER span, or make up its ids when nothing records."""
-        parent = extract(request, getter=HEADERS_GETTER)
+        parent = incoming_context(request)
         if isinstance(provider, _NOTHING_RECORDS):
             # No SDK: a tracer would only hand back the caller's span, so the name and
             # the attributes it would drop are not even built.
+            if parent is NOTHING_INCOMING:
+                return NonRecordingSpan(
+                    SpanContext(
+                        _new_id(128, INVALID_TRACE_ID),
+                        _new_id(64, INVALID_SPAN_ID),
+                        False,
+                        DEFAULT_TRACE_OPTIONS,
+                        DEFAULT_TRACE_STATE,
+                    )
+                )
             context = trace.get_current_span(parent).get_span_context()
         else:
             route = route_of(request)
@@ -241,14 +264,16 @@ class RequestIdMiddleware:
                 incoming = incoming.strip(" \t")
                 if is_acceptable_request_id(incoming, self.max_incoming_id_length):
                     short_id = incoming
+        span_id = context.span_id
         if short_id is None:
-            short_id = request_id_from_span_id(context.span_id, self.id_length)
+            short_id = request_id_from_span_id(span_id, self.id_length)
+        sampled_flag = context.trace_flags.sampled
         return RequestIds(
             request_id=short_id,
             trace_id=context.trace_id,
-            span_id=context.span_id,
-            sampled=context.trace_flags.sampled and span.is_recording(),
-            sampled_flag=context.trace_flags.sampled,
+            span_id=span_id,
+            sampled=sampled_flag and span.is_recording(),
+            sampled_flag=sampled_flag,
             service_name=self._service_name_of(provider),
             trace_flags=context.trace_flags,
         )
@@ -296,16 +321,6 @@ class RequestIdMiddleware:
         """Put the request id header (and traceresponse) on a response not yet prepared."""
         if not response.prepared:
             self._headers.write(response.headers, ids)
-
-
-def _set_status_code(span: Span, status: int) -> None:
-    """Record the response status on our own span; 5xx marks a server span as failed."""
-    if not span.is_recording():
-        return
-    span.set_attribute("http.response.status_code", status)
-    if status >= 500:
-        span.set_status(Status(StatusCode.ERROR))
-        span.set_attribute("error.type", str(status))
 
 
 def _new_id(bits: int, invalid: int) -> int:
