@@ -193,7 +193,12 @@ def _server_address(request: web.BaseRequest, scheme: str) -> tuple[str | None, 
                 _addresses.clear()
             _addresses[authority, scheme] = found
             return found
-    url = request.url
+    try:
+        url = request.url
+    except ValueError:
+        # A Host header yarl refuses (a port past 65535, a non-numeric one): the request
+        # is still served, its span just has no server address.
+        return None, None
     return url.host, url.port
 
 

@@ -472,3 +472,25 @@ async def test_aiohttp_parser_refuses_exactly_these_bytes(client: RawClient) -> 
         else:
             assert reply.json()["request_id"] == derived_id(server_span(reply))
     assert refused == REFUSED_BYTES
+
+
+@pytest.mark.parametrize("host", ["shop:99999", "shop:abc", "shop:-1"])
+async def test_unparsable_host_header_is_served_with_ids(
+    aiohttp_server: AiohttpServer, provider: TracerProvider, host: str
+) -> None:
+    """A Host header yarl cannot parse still gets its answer and ids from a recording span."""
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hello")
+
+    app = web.Application(middlewares=[RequestIdMiddleware(tracer_provider=provider)])
+    app.router.add_get("/", hello)
+    server = await aiohttp_server(app)
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    head = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    assert head.startswith("HTTP/1.1 200"), head
+    assert re.search(r"\r\nX-Request-ID: [0-9a-z]{8}(\r|$)", head), head
