@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import weakref
 from collections.abc import Callable, Collection
-from typing import Any, cast
+from typing import Any, cast, overload
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -94,10 +94,11 @@ def _access_log_with_ids(
 class RequestIdInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Request ids for every aiohttp application, or for chosen ones.
 
-    ``instrument(**options)`` acts on every application that starts afterwards, installs
-    the record factory and makes aiohttp's access log carry the ids; ``uninstrument()``
-    undoes it. ``instrument_app(app, **options)`` and ``uninstrument_app(app)`` do the
-    same for one application. The options are those of ``Options``; environment
+    ``instrument(app, **options)`` (or ``instrument_app(app, **options)``) gives one
+    application the middleware and the process the record factory and access-log ids;
+    ``uninstrument(app)`` (or ``uninstrument_app(app)``) takes them off. Without an app,
+    ``instrument(**options)`` acts on every application that starts afterwards and
+    ``uninstrument()`` undoes it. The options are those of ``Options``; environment
     variables (``OTEL_REQID_*``) give defaults that explicit options override.
     """
 
@@ -114,6 +115,42 @@ class RequestIdInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             self._wired: weakref.WeakSet[RequestIdMiddleware] = weakref.WeakSet()
             self._wired_apps: weakref.WeakSet[RequestIdMiddleware] = weakref.WeakSet()
             self._owns_record_factory = False
+
+    @overload
+    def instrument(self, app: web.Application, /, **options: Any) -> None: ...
+    @overload
+    def instrument(self, /, **options: Any) -> None: ...
+
+    def instrument(self, app: web.Application | None = None, /, **options: Any) -> None:
+        """Turn the library on for one app (``instrument(app)``), or process-wide.
+
+        ``instrument(app, **options)`` and ``instrument(app=app, **options)`` are the
+        short form of ``instrument_app(app, **options)``; without an app it acts on every
+        application, as ``opentelemetry-instrument`` calls it.
+        """
+        if app is None:
+            app = options.pop("app", None)
+        if app is None:
+            super().instrument(**options)
+            return
+        # BaseInstrumentor's own switches mean nothing for one app.
+        options.pop("skip_dep_check", None)
+        options.pop("raise_exception_on_conflict", None)
+        self.instrument_app(app, **options)
+
+    @overload
+    def uninstrument(self, app: web.Application, /) -> None: ...
+    @overload
+    def uninstrument(self, /, **kwargs: Any) -> None: ...
+
+    def uninstrument(self, app: web.Application | None = None, /, **kwargs: Any) -> None:
+        """Undo ``instrument(app)`` for that app (``uninstrument(app)``), or ``instrument()``."""
+        if app is None:
+            app = kwargs.pop("app", None)
+        if app is None:
+            super().uninstrument(**kwargs)
+        else:
+            self.uninstrument_app(app)
 
     def instrumentation_dependencies(self) -> Collection[str]:
         """Name the packages this instrumentation works with (the ``instruments`` extra)."""

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from importlib.metadata import requires
 
 import pytest
-from aiohttp import ClientSession, web
+from aiohttp import ClientSession, ClientTimeout, web
 from aiohttp.typedefs import Handler
 from aiohttp.web import Application  # bound before instrument(), on purpose
 from aiohttp.web_log import AccessLogger
@@ -47,7 +47,10 @@ def app_with_routes(app: web.Application) -> web.Application:
 
 
 async def fetch(server_url: str) -> tuple[str, str | None]:
-    async with ClientSession() as session, session.get(server_url) as response:
+    async with (
+        ClientSession(timeout=ClientTimeout(total=20)) as session,
+        session.get(server_url) as response,
+    ):
         return await response.text(), response.headers.get("X-Request-ID")
 
 
@@ -301,3 +304,51 @@ def test_instrumentation_dependencies_match_the_extra() -> None:
         d.replace(" ", "") for d in RequestIdInstrumentor().instrumentation_dependencies()
     )
     assert extra == declared
+
+
+@pytest.mark.parametrize("form", ["positional", "keyword"])
+async def test_instrument_with_an_app_is_instrument_app(
+    aiohttp_server: AiohttpServer,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    form: str,
+) -> None:
+    """instrument(app) and instrument(app=app) wire that app only; uninstrument(app) undoes it."""
+    log_lines = LineCollector()
+    log_lines.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger().addHandler(log_lines)
+    logging.getLogger().setLevel(logging.INFO)
+    instrumentor = RequestIdInstrumentor()
+    chosen = app_with_routes(web.Application())
+    other = app_with_routes(web.Application())
+    if form == "positional":
+        instrumentor.instrument(chosen, tracer_provider=provider)
+    else:
+        instrumentor.instrument(app=chosen, tracer_provider=provider)
+    # The process-wide switch stays off: other apps are left alone.
+    assert not instrumentor.is_instrumented_by_opentelemetry
+    chosen_server = await aiohttp_server(chosen)
+    other_server = await aiohttp_server(other)
+
+    body, header = await fetch(str(chosen_server.make_url("/")))
+    assert header is not None
+    assert body == header
+    (span,) = exporter.get_finished_spans()
+    assert span.kind is SpanKind.SERVER
+    assert dict(span.attributes or {})["request.id"] == header
+    (handled,) = [r for r in log_lines.records if r.name == "tests.app"]
+    assert vars(handled)["request_id"] == header
+
+    log_lines.records.clear()
+    assert await fetch(str(other_server.make_url("/"))) == ("none", None)
+    assert len(exporter.get_finished_spans()) == 1
+    (handled,) = [r for r in log_lines.records if r.name == "tests.app"]
+    assert vars(handled)["request_id"] == "-"
+
+    if form == "positional":
+        instrumentor.uninstrument(chosen)
+    else:
+        instrumentor.uninstrument(app=chosen)
+    assert await fetch(str(chosen_server.make_url("/"))) == ("none", None)
+    assert len(exporter.get_finished_spans()) == 1
+    assert not record_factory_installed()
