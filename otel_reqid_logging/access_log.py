@@ -8,7 +8,7 @@ from aiohttp import web
 from aiohttp.web_log import AccessLogger
 
 from ._context import REQUEST_IDS_KEY
-from .records import attributes_for
+from .records import _attributes_for
 
 __all__ = ["RequestIdAccessLogger", "log_with_ids"]
 
@@ -49,7 +49,7 @@ def log_with_ids(
             None,
         )
         record.__dict__.update(extra)
-        record.__dict__.update(attributes_for(request.get(REQUEST_IDS_KEY)))
+        record.__dict__.update(_attributes_for(request.get(REQUEST_IDS_KEY)))
         logger.handle(record)
     except Exception:
         logger.exception("Error in logging")

@@ -26,7 +26,7 @@ from ._options import Options, resolve_options
 from ._patching import Patch
 from .access_log import log_with_ids
 from .middleware import RequestIdMiddleware
-from .records import install_record_factory, record_factory_installed, uninstall_record_factory
+from .records import _record_factory_installed, install_record_factory, uninstall_record_factory
 
 __all__ = ["RequestIdInstrumentor"]
 
@@ -204,7 +204,7 @@ class RequestIdInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             self._owns_record_factory = False
 
     def _setup_logging(self, options: Options) -> None:
-        if options.record_factory and not record_factory_installed():
+        if options.record_factory and not _record_factory_installed():
             install_record_factory()
             self._owns_record_factory = True
         if options.access_log:

@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from opentelemetry import trace
 
-from ._context import RequestIds, _ids
+from ._context import RECORD_ATTRIBUTES, RequestIds, _ids
 
 __all__ = [
     "LOG_FORMAT",
     "OUTSIDE_REQUEST",
     "RequestIdFilter",
-    "attributes_for",
     "install_record_factory",
-    "record_factory_installed",
     "uninstall_record_factory",
 ]
 
@@ -33,51 +32,39 @@ LOG_FORMAT = (
 )
 
 
-class _Attributes(dict[str, Any]):
-    """A dict of record attributes that also keeps its values as a tuple, in key order.
-
-    The record factory unpacks the tuple straight onto a record, which is cheaper than
-    iterating the dict; every way this module and its users change the dict
-    (item assignment, ``update``) refreshes the tuple.
-    """
-
-    __slots__ = ("values_tuple",)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.values_tuple = tuple(self.values())
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        super().__setitem__(key, value)
-        self.values_tuple = tuple(self.values())
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        super().update(*args, **kwargs)
-        self.values_tuple = tuple(self.values())
-
-
 # What records made outside any request carry. OpenTelemetry's names take the values
-# its logging instrumentation writes outside a span.
-_outside = _Attributes(
-    request_id="-",
-    trace_id="-",
-    span_id="-",
-    trace_sampled=False,
-    requestIdPrefix="",
-    otelTraceID="0",
-    otelSpanID="0",
-    otelTraceSampled=False,
-    otelServiceName="",
-)
-OUTSIDE_REQUEST: dict[str, Any] = _outside
+# its logging instrumentation writes outside a span. Only this module changes it (the
+# service name), through _set_outside; users see it read-only as OUTSIDE_REQUEST.
+_outside: dict[str, Any] = {
+    "request_id": "-",
+    "trace_id": "-",
+    "span_id": "-",
+    "trace_sampled": False,
+    "requestIdPrefix": "",
+    "otelTraceID": "0",
+    "otelSpanID": "0",
+    "otelTraceSampled": False,
+    "otelServiceName": "",
+}
+OUTSIDE_REQUEST: Mapping[str, Any] = MappingProxyType(_outside)
+# The same values in the order of RECORD_ATTRIBUTES, which the record class unpacks.
+_outside_values: tuple[Any, ...] = tuple(_outside[name] for name in RECORD_ATTRIBUTES)
+
+
+def _set_outside(name: str, value: Any) -> None:
+    """Change one attribute of records made outside any request."""
+    global _outside_values  # noqa: PLW0603  (read for every record outside a request)
+    _outside[name] = value
+    _outside_values = tuple(_outside[name] for name in RECORD_ATTRIBUTES)
+
 
 _RecordFactory = Callable[..., logging.LogRecord]
 _lock = threading.Lock()
 
 
-def attributes_for(ids: RequestIds | None) -> dict[str, Any]:
+def _attributes_for(ids: RequestIds | None) -> Mapping[str, Any]:
     """Return the record attributes of a request's ids, or those outside any request."""
-    return OUTSIDE_REQUEST if ids is None else ids.record_attrs
+    return _outside if ids is None else ids.record_attrs
 
 
 class _IdsRecordFactory:
@@ -96,7 +83,7 @@ class _IdsRecordFactory:
     def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
         record = self.previous(*args, **kwargs)
         if self.active:
-            record.__dict__.update(attributes_for(_ids.get()))
+            record.__dict__.update(_attributes_for(_ids.get()))
         return record
 
 
@@ -137,7 +124,7 @@ class _IdsLogRecord(logging.LogRecord):
             _init_record(self, name, level, pathname, lineno, msg, args, exc_info, func, sinfo)
         if _class_active:
             ids = _ids.get()
-            # In the order of RECORD_ATTRIBUTES, as OUTSIDE_REQUEST and RequestIds keep them.
+            # In the order of RECORD_ATTRIBUTES, as _outside_values and RequestIds keep them.
             (
                 self.request_id,
                 self.trace_id,
@@ -148,7 +135,7 @@ class _IdsLogRecord(logging.LogRecord):
                 self.otelSpanID,
                 self.otelTraceSampled,
                 self.otelServiceName,
-            ) = _outside.values_tuple if ids is None else ids.record_values
+            ) = _outside_values if ids is None else ids.record_values
 
 
 # Whether _IdsLogRecord adds the ids: a module global rather than a class attribute,
@@ -188,7 +175,7 @@ def install_record_factory() -> None:
     """
     global _installed  # noqa: PLW0603  (the one factory of this process)
     with _lock:
-        OUTSIDE_REQUEST["otelServiceName"] = _service_name()
+        _set_outside("otelServiceName", _service_name())
         if _installed is not None:
             _set_active(_installed, True)
             if _reaches_ours():
@@ -215,7 +202,7 @@ def uninstall_record_factory() -> None:
             _set_active(_installed, False)
 
 
-def record_factory_installed() -> bool:
+def _record_factory_installed() -> bool:
     """Tell whether records made now get the ids from the factory."""
     if _installed is None:
         return False
@@ -232,5 +219,5 @@ class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         """Add the ids of the running request to ``record``; never drops a record."""
         if "request_id" not in record.__dict__:
-            record.__dict__.update(attributes_for(_ids.get()))
+            record.__dict__.update(_attributes_for(_ids.get()))
         return True

@@ -25,7 +25,7 @@ from otel_reqid_logging import (
     install_record_factory,
 )
 from otel_reqid_logging._options import resolve_options
-from otel_reqid_logging.records import record_factory_installed
+from otel_reqid_logging.records import _record_factory_installed
 from tests.conftest import LineCollector
 
 log = logging.getLogger("tests.app")
@@ -102,7 +102,7 @@ async def test_instrument_covers_access_log_and_records(
     """With no other change, the handler's lines and aiohttp's access line carry the ids."""
     caplog.set_level(logging.INFO)
     instrumentor.instrument()
-    assert record_factory_installed()
+    assert _record_factory_installed()
     server = await aiohttp_server(app_with_routes(web.Application()))
     _, header = await fetch(str(server.make_url("/")))
     handled = next(r for r in caplog.records if r.name == "tests.app")
@@ -351,4 +351,4 @@ async def test_instrument_with_an_app_is_instrument_app(
         instrumentor.uninstrument(app=chosen)
     assert await fetch(str(chosen_server.make_url("/"))) == ("none", None)
     assert len(exporter.get_finished_spans()) == 1
-    assert not record_factory_installed()
+    assert not _record_factory_installed()

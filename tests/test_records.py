@@ -7,6 +7,8 @@ import logging
 import logging.config
 from typing import Any
 
+import pytest
+
 from otel_reqid_logging import (
     LOG_FORMAT,
     RequestIdFilter,
@@ -14,7 +16,7 @@ from otel_reqid_logging import (
     uninstall_record_factory,
 )
 from otel_reqid_logging._context import RequestIds, _ids, request_id
-from otel_reqid_logging.records import OUTSIDE_REQUEST, record_factory_installed
+from otel_reqid_logging.records import OUTSIDE_REQUEST, _record_factory_installed
 
 ATTRIBUTES = set(OUTSIDE_REQUEST)
 IDS = RequestIds(
@@ -90,7 +92,7 @@ def test_install_is_idempotent_and_chains_the_previous_factory() -> None:
     assert vars(record)["request_id"] == "k3v9q2xd"
     uninstall_record_factory()
     assert logging.getLogRecordFactory() is earlier
-    assert not record_factory_installed()
+    assert not _record_factory_installed()
 
 
 def test_uninstall_keeps_a_factory_installed_later() -> None:
@@ -106,7 +108,7 @@ def test_uninstall_keeps_a_factory_installed_later() -> None:
     logging.setLogRecordFactory(later)
     uninstall_record_factory()
     assert logging.getLogRecordFactory() is later
-    assert not record_factory_installed()
+    assert not _record_factory_installed()
     record = in_request(make_record)
     assert vars(record)["later"] is True
     assert "request_id" not in record.__dict__
@@ -142,3 +144,14 @@ def test_filter_for_dict_config() -> None:
     assert lines[0].endswith("[req:- trace:-] outside")
     assert lines[1].endswith("[req:k3v9q2xd trace:4bf92f3577b34da6a3ce929d0e0e4736] inside")
     logger.handlers.clear()
+
+
+def test_outside_request_is_read_only() -> None:
+    """Users can read what records outside a request carry, but not change it for everyone."""
+    install_record_factory()
+    with pytest.raises(TypeError):
+        OUTSIDE_REQUEST["extra"] = 1  # type: ignore[index]
+    assert "extra" not in OUTSIDE_REQUEST
+    record = make_record()
+    assert vars(record)["request_id"] == OUTSIDE_REQUEST["request_id"] == "-"
+    assert logging.Formatter(LOG_FORMAT).format(record).endswith("[req:- trace:-] hello you")
