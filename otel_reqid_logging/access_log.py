@@ -2,57 +2,101 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import weakref
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.web_log import AccessLogger
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
-from ._context import REQUEST_IDS_KEY
-from .records import _attributes_for
+from ._context import RECORD_ATTRIBUTES, REQUEST_IDS_KEY, RequestIds, _ids, request_id
+from .records import RequestIdFilter
 
-__all__ = ["RequestIdAccessLogger", "log_with_ids"]
+__all__ = ["RequestIdAccessLogger"]
+
+_AccessLog = Callable[[AccessLogger, web.BaseRequest, web.StreamResponse, float], None]
+# Where RequestIds keeps the W3C sampled flag of the request's span context.
+_SAMPLED_FLAG = RECORD_ATTRIBUTES.index("otelTraceSampled")
 
 
-def log_with_ids(
+class _AccessLineFilter(RequestIdFilter):
+    """Gives access records the ids even where the record factory is not installed.
+
+    Put on the access logger itself, so only its records pass through it. It never
+    raises: a failing filter would make aiohttp drop the line for "Error in logging".
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # The line goes out without ids rather than not at all.
+        with contextlib.suppress(Exception):
+            super().filter(record)
+        return True
+
+
+_FILTER = _AccessLineFilter()
+# The loggers that got the filter, so that the instrumentor can take it off again.
+_filtered: weakref.WeakSet[logging.Logger] = weakref.WeakSet()
+
+
+def _remove_filters() -> None:
+    """Take the filter off every access logger it was put on."""
+    for logger in list(_filtered):
+        logger.removeFilter(_FILTER)
+    _filtered.clear()
+
+
+def _span_context_of(ids: RequestIds) -> otel_context.Context:
+    """Return an OpenTelemetry context whose current span has the request's span context."""
+    flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if ids.record_values[_SAMPLED_FLAG] else 0)
+    span_context = trace.SpanContext(
+        trace_id=int(ids.trace_id, 16),
+        span_id=int(ids.span_id, 16),
+        is_remote=False,
+        trace_flags=flags,
+    )
+    return trace.set_span_in_context(trace.NonRecordingSpan(span_context))
+
+
+def _log_with_ids(
+    log: _AccessLog,
     access_logger: AccessLogger,
     request: web.BaseRequest,
     response: web.StreamResponse,
     time: float,
 ) -> None:
-    """Write ``access_logger``'s line for one request, with the request's ids on the record.
+    """Run aiohttp's ``log`` for one request with the request's ids in effect.
 
     aiohttp writes the access line after the middlewares have returned, when the
-    ContextVars of the request are already reset, so the ids are read from the request.
+    ContextVars of the request are already reset. For the line they are set again from
+    the ids stored on the request, and the request's span context is made current, so
+    that the record factory, the filter and OpenTelemetry's log export all see them.
+    If any of that fails, aiohttp writes its plain line: an access line is never lost.
     """
-    logger = access_logger.logger
     try:
-        extra: dict[str, object] = {}
-        values = []
-        for key, value in access_logger._format_line(request, response, time):
-            values.append(value)
-            if isinstance(key, str):
-                extra[key] = value
-            else:
-                group, name = key
-                fields = extra.setdefault(group, {})
-                fields[name] = value  # type: ignore[index]
-        # Built by hand rather than with ``extra=``: makeRecord refuses extra keys that
-        # the record factory has already set. It also skips findCaller, which would only
-        # name aiohttp's own file.
-        record = logger.makeRecord(
-            logger.name,
-            logging.INFO,
-            __file__,
-            0,
-            access_logger._log_format % tuple(values),
-            (),
-            None,
-        )
-        record.__dict__.update(extra)
-        record.__dict__.update(_attributes_for(request.get(REQUEST_IDS_KEY)))
-        logger.handle(record)
+        logger = access_logger.logger
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+            _filtered.add(logger)
+        ids = request.get(REQUEST_IDS_KEY)
+        if ids is None or _ids.get() is ids:
+            # No ids to bring back, or they are in effect already (a wrapped call).
+            log(access_logger, request, response, time)
+            return
+        otel_token = otel_context.attach(_span_context_of(ids))
     except Exception:
-        logger.exception("Error in logging")
+        log(access_logger, request, response, time)
+        return
+    ids_token = _ids.set(ids)
+    request_id_token = request_id.set(ids.request_id)
+    try:
+        log(access_logger, request, response, time)
+    finally:
+        request_id.reset(request_id_token)
+        _ids.reset(ids_token)
+        otel_context.detach(otel_token)
 
 
 class RequestIdAccessLogger(AccessLogger):
@@ -64,5 +108,5 @@ class RequestIdAccessLogger(AccessLogger):
     """
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        """Write the access line of one request with its ids."""
-        log_with_ids(self, request, response, time)
+        """Write aiohttp's access line of one request with the request's ids."""
+        _log_with_ids(AccessLogger.log, self, request, response, time)

@@ -24,7 +24,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 from ._context import REQUEST_IDS_KEY
 from ._options import Options, resolve_options
 from ._patching import Patch
-from .access_log import log_with_ids
+from .access_log import _log_with_ids, _remove_filters
 from .middleware import RequestIdMiddleware
 from .records import _record_factory_installed, install_record_factory, uninstall_record_factory
 
@@ -86,7 +86,10 @@ def _access_log_with_ids(
     def log(
         self: AccessLogger, request: web.BaseRequest, response: web.StreamResponse, time: float
     ) -> None:
-        (log_with_ids if on() else original)(self, request, response, time)
+        if on():
+            _log_with_ids(original, self, request, response, time)
+        else:
+            original(self, request, response, time)
 
     return log
 
@@ -199,6 +202,7 @@ class RequestIdInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if process_wide or any(m.enabled for m in self._wired_apps):
             return
         self._access_log.remove()
+        _remove_filters()
         if self._owns_record_factory:
             uninstall_record_factory()
             self._owns_record_factory = False

@@ -20,7 +20,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import INVALID_SPAN, Span
 
-from ._context import RECORD_ATTRIBUTES, RequestIds, _ids
+from ._context import RECORD_ATTRIBUTES, _ids
 
 __all__ = [
     "LOG_FORMAT",
@@ -131,11 +131,6 @@ def _values_of_span(span: object) -> tuple[Any, ...]:
             )
     _span_cache = (span, values)
     return values
-
-
-def _attributes_for(ids: RequestIds | None) -> Mapping[str, Any]:
-    """Return the record attributes of a request's ids, or those outside any request."""
-    return _outside if ids is None else ids.record_attrs
 
 
 def _current_attributes() -> Mapping[str, Any]:

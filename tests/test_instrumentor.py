@@ -174,6 +174,7 @@ async def test_instrument_app_and_uninstrument_app(
     # The last app gone, the process-wide log wiring goes too.
     assert logging.getLogRecordFactory() is factory
     assert AccessLogger.log is original_access_log
+    assert logging.getLogger("aiohttp.access").filters == []
     with pytest.raises(RuntimeError, match="before the application starts"):
         instrumentor.instrument_app(chosen)
 
