@@ -56,6 +56,40 @@ def _outermost_only(otel_middleware: Any) -> Any:
     return outermost_only
 
 
+def _wrap_otel_middlewares(app: web.Application) -> None:
+    """Make OpenTelemetry's middleware on ``app`` and its sub-applications skip our requests.
+
+    aiohttp pre-freezes a sub-application as soon as it is added, so on one added before
+    this runs only the prepared middleware chain is left to change. That and the list of
+    sub-applications are aiohttp's private attributes (kept as aiohttp 3.14 has them; the
+    sub-application tests fail if they change).
+    """
+    if not app.pre_frozen:
+        middlewares = app.middlewares
+        for index, other in enumerate(middlewares):
+            if _is_otel_server_middleware(other) and not hasattr(other, "__wrapped__"):
+                middlewares[index] = _outermost_only(other)
+    else:
+        prepared = getattr(app, "_middlewares_handlers", None)
+        if prepared:
+            app._middlewares_handlers = tuple(
+                (
+                    _outermost_only(other)
+                    if _is_otel_server_middleware(other) and not hasattr(other, "__wrapped__")
+                    else other,
+                    new_style,
+                )
+                for other, new_style in prepared
+            )
+    for subapp in getattr(app, "_subapps", ()):
+        _wrap_otel_middlewares(subapp)
+
+
+async def _wrap_otel_middlewares_on_startup(app: web.Application) -> None:
+    """Cover sub-applications added after ``instrument_app``, before the app serves."""
+    _wrap_otel_middlewares(app)
+
+
 def _wire(app: web.Application, options: Options) -> RequestIdMiddleware:
     """Put the middleware on a not yet frozen app once, in the right place."""
     middlewares = app.middlewares
@@ -69,9 +103,8 @@ def _wire(app: web.Application, options: Options) -> RequestIdMiddleware:
     for index, other in enumerate(middlewares):
         if _is_otel_server_middleware(other):
             position = index + 1
-            if not hasattr(other, "__wrapped__"):
-                middlewares[index] = _outermost_only(other)
     middlewares.insert(position, ours)
+    _wrap_otel_middlewares(app)
     if _MIDDLEWARE_KEY not in app:
         app.on_response_prepare.append(ours.on_response_prepare)
     app[_MIDDLEWARE_KEY] = ours
@@ -179,6 +212,8 @@ class RequestIdInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             )
         resolved = resolve_options(options)
         self._setup_logging(resolved)
+        if _MIDDLEWARE_KEY not in app:
+            app.on_startup.append(_wrap_otel_middlewares_on_startup)
         middleware = _wire(app, resolved)
         middleware.enabled = True
         self._wired_apps.add(middleware)
@@ -193,6 +228,8 @@ class RequestIdInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if not app.pre_frozen:
             app.middlewares.remove(middleware)
             app.on_response_prepare.remove(middleware.on_response_prepare)
+            if _wrap_otel_middlewares_on_startup in app.on_startup:
+                app.on_startup.remove(_wrap_otel_middlewares_on_startup)
             del app[_MIDDLEWARE_KEY]
         self._release_logging(process_wide_ending=False)
 

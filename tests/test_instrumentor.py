@@ -353,3 +353,52 @@ async def test_instrument_with_an_app_is_instrument_app(
     assert await fetch(str(chosen_server.make_url("/"))) == ("none", None)
     assert len(exporter.get_finished_spans()) == 1
     assert not _record_factory_installed()
+
+
+def nested_apps() -> tuple[web.Application, web.Application, web.Application]:
+    return (
+        app_with_routes(web.Application()),
+        app_with_routes(web.Application()),
+        app_with_routes(web.Application()),
+    )
+
+
+@otel_subclass_warning
+@pytest.mark.parametrize("subapps_added", ["before", "after"])
+@pytest.mark.parametrize("call", ["instrument", "instrument_app"])
+async def test_one_server_span_with_nested_subapps_beside_otel(
+    instrumentor: RequestIdInstrumentor,
+    otel_server: AioHttpServerInstrumentor,
+    aiohttp_server: AiohttpServer,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    call: str,
+    subapps_added: str,
+) -> None:
+    """Sub-applications two deep, added before or after the call: one SERVER span each."""
+    otel_server.instrument(tracer_provider=provider)
+    app, sub, subsub = nested_apps()
+
+    def add_subapps() -> None:
+        sub.add_subapp("/deeper", subsub)
+        app.add_subapp("/sub", sub)
+
+    if subapps_added == "before":
+        add_subapps()
+    if call == "instrument":
+        instrumentor.instrument(tracer_provider=provider)
+    else:
+        instrumentor.instrument_app(app, tracer_provider=provider)
+    if subapps_added == "after":
+        add_subapps()
+    server = await aiohttp_server(app)
+    try:
+        for path in ("/", "/sub/", "/sub/deeper/"):
+            exporter.clear()
+            body, header = await fetch(str(server.make_url(path)))
+            assert body == header
+            (span,) = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+            assert dict(span.attributes or {})["request.id"] == header
+    finally:
+        if call == "instrument_app":
+            instrumentor.uninstrument_app(app)
