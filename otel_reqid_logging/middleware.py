@@ -166,9 +166,11 @@ class RequestIdMiddleware:
         try:
             response = await handler(request)
         except web.HTTPException as exc:
+            # Only what an HTTPException has in aiohttp 4 too, where it is no Response.
             if own_span is not None:
-                _set_status_code(own_span, exc.status)
-            self._add_header(exc, request[REQUEST_ID_KEY])
+                _set_status_code(own_span, exc.status_code)
+            if self.header_name is not None:
+                exc.headers.setdefault(self.header_name, request[REQUEST_ID_KEY])
             raise
         except asyncio.CancelledError:
             if own_span is not None and own_span.is_recording():
