@@ -185,7 +185,7 @@ class RequestIdMiddleware:
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 span.set_attribute("error.type", type(exc).__qualname__)
-            if request.writer.output_size > 0:
+            if _response_started(request):
                 # The handler had started its own response: a 500 can no longer be sent.
                 # Re-raised, the exception makes aiohttp drop the connection.
                 raise
@@ -295,6 +295,14 @@ class RequestIdMiddleware:
         name = self.header_name
         if name is not None and not response.prepared:
             response.headers.setdefault(name, short_id)
+
+
+def _response_started(request: web.Request) -> bool:
+    """Tell whether the handler had begun sending a response of its own."""
+    # An int check, not only a comparison: a request made with aiohttp's
+    # make_mocked_request has a Mock for a writer.
+    size = request.writer.output_size
+    return isinstance(size, int) and size > 0
 
 
 def _set_status_code(span: Span, status: int) -> None:
