@@ -72,7 +72,9 @@ def run(argv: list[str] | None = None) -> int:
     except BackendError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return EXIT_BACKEND_ERROR
-    _print(traces, query, jaeger_ui_url=args.jaeger_ui_url or args.jaeger_url)
+    # A link only where it leads somewhere: to the Jaeger searched, or to a UI named.
+    jaeger = args.jaeger_url if args.backend == "jaeger" else None
+    _print(traces, query, jaeger_ui_url=args.jaeger_ui_url or jaeger)
     return EXIT_FOUND
 
 
@@ -128,7 +130,7 @@ def _parser(defaults: Mapping[str, str | None]) -> argparse.ArgumentParser:
     parser.add_argument(
         "--jaeger-ui-url",
         metavar="URL",
-        help="Jaeger UI for the printed link (default: --jaeger-url)",
+        help="Jaeger UI for the printed link (default: --jaeger-url with --backend jaeger)",
     )
     parser.add_argument("--phoenix-url", metavar="URL", help="Phoenix server")
     parser.add_argument("--phoenix-project", metavar="NAME", help="Phoenix project")
@@ -183,7 +185,7 @@ async def _lookup(args: argparse.Namespace, query: Query) -> list[Trace]:
         return await find(backend, query)
 
 
-def _print(traces: list[Trace], query: Query, *, jaeger_ui_url: str) -> None:
+def _print(traces: list[Trace], query: Query, *, jaeger_ui_url: str | None) -> None:
     print(render_trace(traces[0], jaeger_ui_url=jaeger_ui_url), end="")
     if len(traces) > 1:
         others = ", ".join(trace.trace_id for trace in traces[1:])
