@@ -6,6 +6,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from aiohttp import web
+from opentelemetry.context import Context
 
 # The log record attributes every record carries, in the order the record factory sets them.
 RECORD_ATTRIBUTES = (
@@ -24,6 +25,7 @@ __all__ = [
     "RECORD_ATTRIBUTES",
     "REQUEST_IDS_KEY",
     "REQUEST_ID_KEY",
+    "REQUEST_OTEL_CONTEXT_KEY",
     "RequestIds",
     "current_request_id",
     "current_trace_id",
@@ -99,6 +101,8 @@ _ids: ContextVar[RequestIds | None] = ContextVar("otel_reqid_logging_ids", defau
 
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
 REQUEST_IDS_KEY = web.RequestKey("otel_reqid_logging.ids", RequestIds)
+# The OpenTelemetry context the request ran in (its span current), for the access line.
+REQUEST_OTEL_CONTEXT_KEY = web.RequestKey("otel_reqid_logging.otel_context", Context)
 
 
 def current_request_id() -> str | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import weakref
 from collections.abc import Callable
@@ -12,8 +11,15 @@ from aiohttp.web_log import AccessLogger
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from ._context import RECORD_ATTRIBUTES, REQUEST_IDS_KEY, RequestIds, _ids, request_id
-from .records import RequestIdFilter
+from ._context import (
+    RECORD_ATTRIBUTES,
+    REQUEST_IDS_KEY,
+    REQUEST_OTEL_CONTEXT_KEY,
+    RequestIds,
+    _ids,
+    request_id,
+)
+from .records import _current_attributes
 
 __all__ = ["RequestIdAccessLogger"]
 
@@ -22,7 +28,7 @@ _AccessLog = Callable[[AccessLogger, web.BaseRequest, web.StreamResponse, float]
 _SAMPLED_FLAG = RECORD_ATTRIBUTES.index("otelTraceSampled")
 
 
-class _AccessLineFilter(RequestIdFilter):
+class _AccessLineFilter(logging.Filter):
     """Gives access records the ids even where the record factory is not installed.
 
     Put on the access logger itself, so only its records pass through it. It never
@@ -30,9 +36,14 @@ class _AccessLineFilter(RequestIdFilter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        # The line goes out without ids rather than not at all.
-        with contextlib.suppress(Exception):
-            super().filter(record)
+        """Add the ids in effect to ``record`` unless the factory did; keep every record."""
+        attributes = record.__dict__
+        if "request_id" in attributes:
+            return True
+        try:
+            attributes.update(_current_attributes())
+        except Exception:
+            return True  # the line goes out without ids rather than not at all
         return True
 
 
@@ -48,8 +59,15 @@ def _remove_filters() -> None:
     _filtered.clear()
 
 
-def _span_context_of(ids: RequestIds) -> otel_context.Context:
-    """Return an OpenTelemetry context whose current span has the request's span context."""
+def _otel_context_of(request: web.BaseRequest, ids: RequestIds) -> otel_context.Context:
+    """Return the OpenTelemetry context the request ran in, with its span current.
+
+    The middleware leaves it on the request; a request whose ids came another way gets
+    a context made from the ids.
+    """
+    kept: otel_context.Context | None = request.get(REQUEST_OTEL_CONTEXT_KEY)
+    if kept is not None:
+        return kept
     flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if ids.record_values[_SAMPLED_FLAG] else 0)
     span_context = trace.SpanContext(
         trace_id=int(ids.trace_id, 16),
@@ -75,18 +93,21 @@ def _log_with_ids(
     that the record factory, the filter and OpenTelemetry's log export all see them.
     If any of that fails, aiohttp writes its plain line: an access line is never lost.
     """
+    ids: RequestIds | None = None
     try:
         logger = access_logger.logger
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
             _filtered.add(logger)
         ids = request.get(REQUEST_IDS_KEY)
-        if ids is None or _ids.get() is ids:
-            # No ids to bring back, or they are in effect already (a wrapped call).
-            log(access_logger, request, response, time)
-            return
-        otel_token = otel_context.attach(_span_context_of(ids))
+        # Nothing to bring back, or in effect already (a wrapped call): aiohttp's line as is.
+        if ids is not None and _ids.get() is not ids:
+            otel_token = otel_context.attach(_otel_context_of(request, ids))
+        else:
+            ids = None
     except Exception:
+        ids = None
+    if ids is None:
         log(access_logger, request, response, time)
         return
     ids_token = _ids.set(ids)

@@ -25,7 +25,14 @@ from opentelemetry.trace import (
 )
 
 from . import sentry as _sentry
-from ._context import REQUEST_ID_KEY, REQUEST_IDS_KEY, RequestIds, _ids, request_id
+from ._context import (
+    REQUEST_ID_KEY,
+    REQUEST_IDS_KEY,
+    REQUEST_OTEL_CONTEXT_KEY,
+    RequestIds,
+    _ids,
+    request_id,
+)
 from ._ids import (
     DEFAULT_ID_LENGTH,
     MAX_ID_LENGTH,
@@ -126,13 +133,17 @@ class RequestIdMiddleware:
         otel_token: object = None
         if is_server_span_of_request(current):
             span = current
+            request_context = otel_current
         else:
             span = own_span = self._start_span(request, provider)
-            otel_token = otel_context.attach(trace.set_span_in_context(span, otel_current))
+            request_context = trace.set_span_in_context(span, otel_current)
+            otel_token = otel_context.attach(request_context)
 
         ids = self._ids_for(request, span, provider)
         request[REQUEST_IDS_KEY] = ids
         request[REQUEST_ID_KEY] = ids.request_id
+        # For the access line, which aiohttp writes after this returns.
+        request[REQUEST_OTEL_CONTEXT_KEY] = request_context
         if span.is_recording():
             span.set_attribute("request.id", ids.request_id)
         ids_token = _ids.set(ids)
