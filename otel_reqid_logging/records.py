@@ -5,6 +5,10 @@ naming them never fails:
 
 ``request_id``, ``trace_id``, ``span_id``, ``trace_sampled``, ``requestIdPrefix`` and
 OpenTelemetry's ``otelTraceID``, ``otelSpanID``, ``otelTraceSampled``, ``otelServiceName``.
+
+Inside a request they are the request's ids. Outside one but inside an OpenTelemetry span
+(a background task, a job, a thread with a span) the trace and span ids are that span's,
+and ``request_id`` is ``-``; outside any span they are ``OUTSIDE_REQUEST``.
 """
 
 from __future__ import annotations
