@@ -25,12 +25,15 @@ def _restore_logging() -> Iterator[None]:
     factory = logging.getLogRecordFactory()
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    access = logging.getLogger("aiohttp.access")
+    access_filters = list(access.filters)
     service_name = records.OUTSIDE_REQUEST["otelServiceName"]
     yield
     logging.setLogRecordFactory(factory)
     records._installed = None
     root.handlers[:] = handlers
     root.setLevel(level)
+    access.filters[:] = access_filters
     records._set_outside("otelServiceName", service_name)
 
 

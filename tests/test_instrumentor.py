@@ -149,9 +149,14 @@ async def test_subapps_get_one_id(
 
 
 async def test_instrument_app_and_uninstrument_app(
-    aiohttp_server: AiohttpServer, provider: TracerProvider, exporter: InMemorySpanExporter
+    aiohttp_server: AiohttpServer,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """instrument_app acts on one app only; uninstrument_app takes it off again."""
+    caplog.set_level(logging.INFO)  # so that aiohttp writes access lines
+    access_filters = logging.getLogger("aiohttp.access").filters
     factory = logging.getLogRecordFactory()
     original_access_log = AccessLogger.log
     instrumentor = RequestIdInstrumentor()
@@ -168,13 +173,14 @@ async def test_instrument_app_and_uninstrument_app(
         async with session.get(other_server.make_url("/")) as response:
             assert await response.text() == "none"
     assert server_spans(exporter) == ["GET /"]
+    assert len(access_filters) == 1
     instrumentor.uninstrument_app(chosen)
     body, _ = await fetch(str(chosen_server.make_url("/")))
     assert body == "none"
     # The last app gone, the process-wide log wiring goes too.
     assert logging.getLogRecordFactory() is factory
     assert AccessLogger.log is original_access_log
-    assert logging.getLogger("aiohttp.access").filters == []
+    assert access_filters == []
     with pytest.raises(RuntimeError, match="before the application starts"):
         instrumentor.instrument_app(chosen)
 
