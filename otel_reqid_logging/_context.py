@@ -6,6 +6,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from aiohttp import web
+from opentelemetry.context import Context
 
 # The log record attributes every record carries, in the order the record factory sets them.
 RECORD_ATTRIBUTES = (
@@ -25,6 +26,7 @@ __all__ = [
     "RECORD_ATTRIBUTES",
     "REQUEST_IDS_KEY",
     "REQUEST_ID_KEY",
+    "REQUEST_OTEL_CONTEXT_KEY",
     "RequestIds",
     "current_request_id",
     "current_trace_id",
@@ -113,6 +115,8 @@ REQUEST_ID_KEY = web.RequestKey("request_id", str)
 REQUEST_IDS_KEY = web.RequestKey("otel_reqid_logging.ids", RequestIds)
 # Set on a request that ``excluded_urls`` leaves alone: no span, no ids, no access line.
 EXCLUDED_KEY = web.RequestKey("otel_reqid_logging.excluded", bool)
+# The OpenTelemetry context the request ran in (its span current), for the access line.
+REQUEST_OTEL_CONTEXT_KEY = web.RequestKey("otel_reqid_logging.otel_context", Context)
 
 
 def current_request_id() -> str | None:

@@ -39,10 +39,10 @@ def _prints_message_only(logger: logging.Logger) -> bool:
     return answer
 
 
-def message_with_ids(logger: logging.Logger, message: str, ids: Mapping[str, object]) -> str:
-    """``message``, led by the ids when ``logger`` is gunicorn's and would not show them."""
-    if logger.name != _GUNICORN_ACCESS or ids["request_id"] == "-":
+def message_with_ids(logger_name: str, message: str, ids: Mapping[str, object]) -> str:
+    """``message``, led by the ids when the logger is gunicorn's and would not show them."""
+    if logger_name != _GUNICORN_ACCESS or ids["request_id"] == "-":
         return message
-    if not _prints_message_only(logger):
+    if not _prints_message_only(logging.getLogger(logger_name)):
         return message
     return f"[req:{ids['request_id']} trace:{ids['trace_id']}] {message}"

@@ -3,84 +3,127 @@
 from __future__ import annotations
 
 import logging
+import weakref
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.web_log import AccessLogger
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from ._context import REQUEST_IDS_KEY, RequestIds
+from ._context import (
+    RECORD_ATTRIBUTES,
+    REQUEST_IDS_KEY,
+    REQUEST_OTEL_CONTEXT_KEY,
+    RequestIds,
+    _ids,
+    request_id,
+)
 from ._excluded import is_excluded
 from ._message_ids import message_with_ids
-from .records import attributes_for
+from .records import _current_attributes
 
-__all__ = ["RequestIdAccessLogger", "log_with_ids"]
+__all__ = ["RequestIdAccessLogger"]
+
+_AccessLog = Callable[[AccessLogger, web.BaseRequest, web.StreamResponse, float], None]
+# Where RequestIds keeps the W3C sampled flag of the request's span context.
+_SAMPLED_FLAG = RECORD_ATTRIBUTES.index("otelTraceSampled")
 
 
-def log_with_ids(
+class _AccessLineFilter(logging.Filter):
+    """Gives access records the ids even where the record factory is not installed.
+
+    Put on the access logger itself, so only its records pass through it. It never
+    raises: a failing filter would make aiohttp drop the line for "Error in logging".
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Add the ids in effect to ``record`` unless the factory did; keep every record."""
+        attributes = record.__dict__
+        try:
+            if "request_id" not in attributes:
+                attributes.update(_current_attributes())
+            if isinstance(record.msg, str):
+                # gunicorn prints the message alone: there the ids go into its text.
+                record.msg = message_with_ids(record.name, record.msg, attributes)
+        except Exception:
+            return True  # the line goes out without ids rather than not at all
+        return True
+
+
+_FILTER = _AccessLineFilter()
+# The loggers that got the filter, so that the instrumentor can take it off again.
+_filtered: weakref.WeakSet[logging.Logger] = weakref.WeakSet()
+
+
+def _remove_filters() -> None:
+    """Take the filter off every access logger it was put on."""
+    for logger in list(_filtered):
+        logger.removeFilter(_FILTER)
+    _filtered.clear()
+
+
+def _otel_context_of(request: web.BaseRequest, ids: RequestIds) -> otel_context.Context:
+    """Return the OpenTelemetry context the request ran in, with its span current.
+
+    The middleware leaves it on the request; a request whose ids came another way gets
+    a context made from the ids.
+    """
+    kept: otel_context.Context | None = request.get(REQUEST_OTEL_CONTEXT_KEY)
+    if kept is not None:
+        return kept
+    flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if ids.record_values[_SAMPLED_FLAG] else 0)
+    span_context = trace.SpanContext(
+        trace_id=int(ids.trace_id, 16),
+        span_id=int(ids.span_id, 16),
+        is_remote=False,
+        trace_flags=flags,
+    )
+    return trace.set_span_in_context(trace.NonRecordingSpan(span_context))
+
+
+def _log_with_ids(
+    log: _AccessLog,
     access_logger: AccessLogger,
     request: web.BaseRequest,
     response: web.StreamResponse,
     time: float,
 ) -> None:
-    """Write ``access_logger``'s line for one request, with the request's ids on the record.
+    """Run aiohttp's ``log`` for one request with the request's ids in effect.
 
     aiohttp writes the access line after the middlewares have returned, when the
-    ContextVars of the request are already reset, so the ids are read from the request.
+    ContextVars of the request are already reset. For the line they are set again from
+    the ids stored on the request, and the request's span context is made current, so
+    that the record factory, the filter and OpenTelemetry's log export all see them.
+    If any of that fails, aiohttp writes its plain line: an access line is never lost.
     """
     if is_excluded(request):  # excluded_urls: no access line
         return
-    logger = access_logger.logger
+    ids: RequestIds | None = None
     try:
-        extra: dict[str, object] = {}
-        values = []
-        for key, value in access_logger._format_line(request, response, time):
-            values.append(value)
-            if isinstance(key, str):
-                extra[key] = value
-            else:
-                group, name = key
-                fields = extra.setdefault(group, {})
-                fields[name] = value  # type: ignore[index]
-        # Built by hand rather than with ``extra=``: makeRecord refuses extra keys that
-        # the record factory has already set. It also skips findCaller, which would only
-        # name aiohttp's own file.
+        logger = access_logger.logger
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+            _filtered.add(logger)
         ids = request.get(REQUEST_IDS_KEY)
-        attrs = attributes_for(ids)
-        record = logger.makeRecord(
-            logger.name,
-            logging.INFO,
-            __file__,
-            0,
-            message_with_ids(logger, access_logger._log_format % tuple(values), attrs),
-            (),
-            None,
-        )
-        record.__dict__.update(extra)
-        record.__dict__.update(attrs)
-        # The request's span is over, but handlers that read the current OpenTelemetry
-        # context (its log export) must still see it for this line.
-        token = None if ids is None else otel_context.attach(_span_context_of(ids))
-        try:
-            logger.handle(record)
-        finally:
-            if token is not None:
-                otel_context.detach(token)
+        # Nothing to bring back, or in effect already (a wrapped call): aiohttp's line as is.
+        if ids is not None and _ids.get() is not ids:
+            otel_token = otel_context.attach(_otel_context_of(request, ids))
+        else:
+            ids = None
     except Exception:
-        logger.exception("Error in logging")
-
-
-def _span_context_of(ids: RequestIds) -> otel_context.Context:
-    """Return an OpenTelemetry context whose current span is the request's (ended) span."""
-    span_context = trace.SpanContext(
-        trace_id=int(ids.trace_id, 16),
-        span_id=int(ids.span_id, 16),
-        is_remote=False,
-        trace_flags=trace.TraceFlags(
-            trace.TraceFlags.SAMPLED if ids.record_attrs["otelTraceSampled"] else 0
-        ),
-    )
-    return trace.set_span_in_context(trace.NonRecordingSpan(span_context))
+        ids = None
+    if ids is None:
+        log(access_logger, request, response, time)
+        return
+    ids_token = _ids.set(ids)
+    request_id_token = request_id.set(ids.request_id)
+    try:
+        log(access_logger, request, response, time)
+    finally:
+        request_id.reset(request_id_token)
+        _ids.reset(ids_token)
+        otel_context.detach(otel_token)
 
 
 class RequestIdAccessLogger(AccessLogger):
@@ -92,5 +135,5 @@ class RequestIdAccessLogger(AccessLogger):
     """
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        """Write the access line of one request with its ids."""
-        log_with_ids(self, request, response, time)
+        """Write aiohttp's access line of one request with the request's ids."""
+        _log_with_ids(AccessLogger.log, self, request, response, time)

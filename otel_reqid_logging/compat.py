@@ -30,6 +30,7 @@ __all__ = [
     "REQUEST_ID_KEY",
     "RequestIdAccessLogger",
     "RequestIdContextAccessLogger",
+    "RequestIdKeyAlreadySetError",
     "RequestIdMiddleware",
     "noop",
     "request_id",
@@ -48,8 +49,26 @@ RequestIdContextAccessLogger = RequestIdAccessLogger
 
 LogRequestStart = Callable[[web.Request, Handler], None]
 
-_logger = logging.getLogger(__name__)
+# The ancestor's logger name, so that logging configured for its start line still applies.
+_logger = logging.getLogger("aiohttp_request_id_logging")
 _fallback_key_used = False
+
+
+class RequestIdKeyAlreadySetError(Exception):
+    """Raised when something other than this library put a request id on the request first.
+
+    A second ``RequestIdMiddleware`` is no reason: it lets the first one handle the
+    request. Another middleware or handler storing ``REQUEST_ID_KEY`` (or the string key
+    ``"request_id"``) before this one runs is, as it was in aiohttp-request-id-logging.
+    """
+
+    def __init__(self, existing_request_id: str) -> None:
+        super().__init__(
+            f"the request already carries request id {existing_request_id!r}, set by "
+            "something other than otel_reqid_logging; remove the code that sets "
+            "REQUEST_ID_KEY or request['request_id'] before this middleware runs"
+        )
+        self.existing_request_id = existing_request_id
 
 
 def noop(*args: Any, **kwargs: Any) -> None:
@@ -128,6 +147,11 @@ class RequestIdMiddleware(_middleware.RequestIdMiddleware):
         """Run one request inside its span and ids, starting it the ancestor's way."""
         if self._passes_through(request):
             return await handler(request)
+        existing = request.get(REQUEST_ID_KEY)
+        if existing is None and self._fallback_key:
+            existing = request.get(FALLBACK_REQUEST_ID_KEY)
+        if existing is not None:
+            raise RequestIdKeyAlreadySetError(existing)
         return await super().__call__(request, partial(self._start, handler))
 
     async def _start(self, handler: Handler, request: web.Request) -> web.StreamResponse:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import weakref
 from collections.abc import Callable, Collection
-from typing import Any, cast
+from typing import Any, cast, overload
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -22,11 +22,12 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 )
 
 from ._context import REQUEST_IDS_KEY
+from ._excluded import is_excluded
 from ._options import Options, resolve_options
 from ._patching import Patch
-from .access_log import log_with_ids
+from .access_log import _log_with_ids, _remove_filters
 from .middleware import RequestIdMiddleware
-from .records import install_record_factory, record_factory_installed, uninstall_record_factory
+from .records import _record_factory_installed, install_record_factory, uninstall_record_factory
 
 __all__ = ["RequestIdInstrumentor"]
 
@@ -40,23 +41,62 @@ def _is_otel_server_middleware(middleware: object) -> bool:
 
 
 def _outermost_only(
-    otel_middleware: Any, excludes: Callable[[web.BaseRequest], bool] | None
+    otel_middleware: Any, excludes: Callable[[web.BaseRequest], bool] | None = None
 ) -> Any:
     """Wrap OpenTelemetry's middleware so it does nothing for a request already traced.
 
     It sits on every application OpenTelemetry instruments, sub-applications included,
     and would start a second SERVER span for a request routed into a sub-application.
     Our middleware in the outer application has marked the request by then. A request
-    our ``excluded_urls`` leaves alone gets no span from it either.
+    our ``excluded_urls`` leaves alone gets no span from it either: ``excludes`` tests
+    that where ours has not run yet (the outermost application), the mark does elsewhere.
     """
 
     @functools.wraps(otel_middleware)
     async def outermost_only(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if REQUEST_IDS_KEY in request or (excludes is not None and excludes(request)):
+        if (
+            REQUEST_IDS_KEY in request
+            or is_excluded(request)
+            or (excludes is not None and excludes(request))
+        ):
             return await handler(request)
         return cast(web.StreamResponse, await otel_middleware(request, handler))
 
     return outermost_only
+
+
+def _wrap_otel_middlewares(app: web.Application) -> None:
+    """Make OpenTelemetry's middleware on ``app`` and its sub-applications skip our requests.
+
+    aiohttp pre-freezes a sub-application as soon as it is added, so on one added before
+    this runs only the prepared middleware chain is left to change. That and the list of
+    sub-applications are aiohttp's private attributes (kept as aiohttp 3.14 has them; the
+    sub-application tests fail if they change).
+    """
+    if not app.pre_frozen:
+        middlewares = app.middlewares
+        for index, other in enumerate(middlewares):
+            if _is_otel_server_middleware(other) and not hasattr(other, "__wrapped__"):
+                middlewares[index] = _outermost_only(other)
+    else:
+        prepared = getattr(app, "_middlewares_handlers", None)
+        if prepared:
+            app._middlewares_handlers = tuple(
+                (
+                    _outermost_only(other)
+                    if _is_otel_server_middleware(other) and not hasattr(other, "__wrapped__")
+                    else other,
+                    new_style,
+                )
+                for other, new_style in prepared
+            )
+    for subapp in getattr(app, "_subapps", ()):
+        _wrap_otel_middlewares(subapp)
+
+
+async def _wrap_otel_middlewares_on_startup(app: web.Application) -> None:
+    """Cover sub-applications added after ``instrument_app``, before the app serves."""
+    _wrap_otel_middlewares(app)
 
 
 def _wire(app: web.Application, options: Options) -> RequestIdMiddleware:
@@ -75,6 +115,7 @@ def _wire(app: web.Application, options: Options) -> RequestIdMiddleware:
             if not hasattr(other, "__wrapped__"):
                 middlewares[index] = _outermost_only(other, ours._excludes)
     middlewares.insert(position, ours)
+    _wrap_otel_middlewares(app)
     if _MIDDLEWARE_KEY not in app:
         app.on_response_prepare.append(ours.on_response_prepare)
     app[_MIDDLEWARE_KEY] = ours
@@ -89,7 +130,10 @@ def _access_log_with_ids(
     def log(
         self: AccessLogger, request: web.BaseRequest, response: web.StreamResponse, time: float
     ) -> None:
-        (log_with_ids if on() else original)(self, request, response, time)
+        if on():
+            _log_with_ids(original, self, request, response, time)
+        else:
+            original(self, request, response, time)
 
     return log
 
@@ -97,10 +141,11 @@ def _access_log_with_ids(
 class RequestIdInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Request ids for every aiohttp application, or for chosen ones.
 
-    ``instrument(**options)`` acts on every application that starts afterwards, installs
-    the record factory and makes aiohttp's access log carry the ids; ``uninstrument()``
-    undoes it. ``instrument_app(app, **options)`` and ``uninstrument_app(app)`` do the
-    same for one application. The options are those of ``Options``; environment
+    ``instrument(app, **options)`` (or ``instrument_app(app, **options)``) gives one
+    application the middleware and the process the record factory and access-log ids;
+    ``uninstrument(app)`` (or ``uninstrument_app(app)``) takes them off. Without an app,
+    ``instrument(**options)`` acts on every application that starts afterwards and
+    ``uninstrument()`` undoes it. The options are those of ``Options``; environment
     variables (``OTEL_REQID_*``) give defaults that explicit options override.
     """
 
@@ -117,6 +162,42 @@ class RequestIdInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             self._wired: weakref.WeakSet[RequestIdMiddleware] = weakref.WeakSet()
             self._wired_apps: weakref.WeakSet[RequestIdMiddleware] = weakref.WeakSet()
             self._owns_record_factory = False
+
+    @overload
+    def instrument(self, app: web.Application, /, **options: Any) -> None: ...
+    @overload
+    def instrument(self, /, **options: Any) -> None: ...
+
+    def instrument(self, app: web.Application | None = None, /, **options: Any) -> None:
+        """Turn the library on for one app (``instrument(app)``), or process-wide.
+
+        ``instrument(app, **options)`` and ``instrument(app=app, **options)`` are the
+        short form of ``instrument_app(app, **options)``; without an app it acts on every
+        application, as ``opentelemetry-instrument`` calls it.
+        """
+        if app is None:
+            app = options.pop("app", None)
+        if app is None:
+            super().instrument(**options)
+            return
+        # BaseInstrumentor's own switches mean nothing for one app.
+        options.pop("skip_dep_check", None)
+        options.pop("raise_exception_on_conflict", None)
+        self.instrument_app(app, **options)
+
+    @overload
+    def uninstrument(self, app: web.Application, /) -> None: ...
+    @overload
+    def uninstrument(self, /, **kwargs: Any) -> None: ...
+
+    def uninstrument(self, app: web.Application | None = None, /, **kwargs: Any) -> None:
+        """Undo ``instrument(app)`` for that app (``uninstrument(app)``), or ``instrument()``."""
+        if app is None:
+            app = kwargs.pop("app", None)
+        if app is None:
+            super().uninstrument(**kwargs)
+        else:
+            self.uninstrument_app(app)
 
     def instrumentation_dependencies(self) -> Collection[str]:
         """Name the packages this instrumentation works with (the ``instruments`` extra)."""
@@ -142,6 +223,8 @@ class RequestIdInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             )
         resolved = resolve_options(options)
         self._setup_logging(resolved)
+        if _MIDDLEWARE_KEY not in app:
+            app.on_startup.append(_wrap_otel_middlewares_on_startup)
         middleware = _wire(app, resolved)
         middleware.enabled = True
         self._wired_apps.add(middleware)
@@ -156,6 +239,8 @@ class RequestIdInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if not app.pre_frozen:
             app.middlewares.remove(middleware)
             app.on_response_prepare.remove(middleware.on_response_prepare)
+            if _wrap_otel_middlewares_on_startup in app.on_startup:
+                app.on_startup.remove(_wrap_otel_middlewares_on_startup)
             del app[_MIDDLEWARE_KEY]
         self._release_logging(process_wide_ending=False)
 
@@ -165,12 +250,13 @@ class RequestIdInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if process_wide or any(m.enabled for m in self._wired_apps):
             return
         self._access_log.remove()
+        _remove_filters()
         if self._owns_record_factory:
             uninstall_record_factory()
             self._owns_record_factory = False
 
     def _setup_logging(self, options: Options) -> None:
-        if options.record_factory and not record_factory_installed():
+        if options.record_factory and not _record_factory_installed():
             install_record_factory()
             self._owns_record_factory = True
         if options.access_log:

@@ -27,7 +27,14 @@ from opentelemetry.trace import (
 )
 
 from . import sentry as _sentry
-from ._context import REQUEST_ID_KEY, REQUEST_IDS_KEY, RequestIds, _ids, request_id
+from ._context import (
+    REQUEST_ID_KEY,
+    REQUEST_IDS_KEY,
+    REQUEST_OTEL_CONTEXT_KEY,
+    RequestIds,
+    _ids,
+    request_id,
+)
 from ._excluded import request_exclusion
 from ._ids import is_acceptable_request_id, request_id_from_span_id
 from ._metrics import MetricsSource
@@ -133,12 +140,14 @@ class RequestIdMiddleware:
         otel_token: object = None
         if is_server_span_of_request(current):
             span = current
+            request_context = otel_current
             ids = self._ids_for(request, span, provider)
             if span.is_recording():
                 span.set_attribute("request.id", ids.request_id)
         else:
             span = self._start_span(request, provider)
-            otel_token = otel_context.attach(trace.set_span_in_context(span, otel_current))
+            request_context = trace.set_span_in_context(span, otel_current)
+            otel_token = otel_context.attach(request_context)
             ids = self._ids_for(request, span, provider)
             metrics = self._metrics.get()
             if metrics is not None or span.is_recording():
@@ -147,6 +156,8 @@ class RequestIdMiddleware:
 
         request[REQUEST_IDS_KEY] = ids
         request[REQUEST_ID_KEY] = ids.request_id
+        # For the access line, which aiohttp writes after this returns.
+        request[REQUEST_OTEL_CONTEXT_KEY] = request_context
         ids_token = _ids.set(ids)
         request_id_token = request_id.set(ids.request_id)
         try:
@@ -182,9 +193,10 @@ class RequestIdMiddleware:
         try:
             response = await handler(request)
         except web.HTTPException as exc:
+            # Only what an HTTPException has in aiohttp 4 too, where it is no Response.
             if own_span is not None:
-                own_span.responded(exc.status, exc)
-            self._add_header(exc, request[REQUEST_IDS_KEY])
+                own_span.responded(exc.status_code, exc)
+            self._headers.write(exc.headers, request[REQUEST_IDS_KEY])
             raise
         except asyncio.CancelledError:
             if own_span is not None:
@@ -199,7 +211,7 @@ class RequestIdMiddleware:
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 span.set_attribute("error.type", type(exc).__qualname__)
-            if request.writer.output_size > 0:
+            if _response_started(request):
                 # The handler had started its own response: a 500 can no longer be sent.
                 # Re-raised, the exception makes aiohttp drop the connection.
                 raise
@@ -321,6 +333,14 @@ class RequestIdMiddleware:
         """Put the request id header (and traceresponse) on a response not yet prepared."""
         if not response.prepared:
             self._headers.write(response.headers, ids)
+
+
+def _response_started(request: web.Request) -> bool:
+    """Tell whether the handler had begun sending a response of its own."""
+    # An int check, not only a comparison: a request made with aiohttp's
+    # make_mocked_request has a Mock for a writer.
+    size = request.writer.output_size
+    return isinstance(size, int) and size > 0
 
 
 def _new_id(bits: int, invalid: int) -> int:

@@ -5,27 +5,32 @@ naming them never fails:
 
 ``request_id``, ``trace_id``, ``span_id``, ``trace_sampled``, ``requestIdPrefix`` and
 OpenTelemetry's ``otelTraceID``, ``otelSpanID``, ``otelTraceSampled``, ``otelServiceName``.
+
+Inside a request they are the request's ids. Outside one but inside an OpenTelemetry span
+(a background task, a job, a thread with a span) the trace and span ids are that span's,
+and ``request_id`` is ``-``; outside any span they are ``OUTSIDE_REQUEST``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import INVALID_SPAN, Span
 
-from ._context import RequestIds, _ids
+from ._context import RECORD_ATTRIBUTES, _ids
 
 __all__ = [
     "LOG_FORMAT",
     "OUTSIDE_REQUEST",
     "RequestIdFilter",
-    "attributes_for",
-    "current_attributes",
     "install_record_factory",
-    "record_factory_installed",
     "uninstall_record_factory",
 ]
 
@@ -34,60 +39,113 @@ LOG_FORMAT = (
 )
 
 
-class _Attributes(dict[str, Any]):
-    """A dict of record attributes that also keeps its values as a tuple, in key order.
-
-    The record factory unpacks the tuple straight onto a record, which is cheaper than
-    iterating the dict; every way this module and its users change the dict
-    (item assignment, ``update``) refreshes the tuple.
-    """
-
-    __slots__ = ("values_tuple",)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.values_tuple = tuple(self.values())
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        super().__setitem__(key, value)
-        self.values_tuple = tuple(self.values())
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        super().update(*args, **kwargs)
-        self.values_tuple = tuple(self.values())
-
-
 # What records made outside any request carry. OpenTelemetry's names take the values
-# its logging instrumentation writes outside a span.
-_outside = _Attributes(
-    request_id="-",
-    trace_id="-",
-    span_id="-",
-    trace_sampled=False,
-    requestIdPrefix="",
-    otelTraceID="0",
-    otelSpanID="0",
-    otelTraceSampled=False,
-    otelServiceName="",
-)
-OUTSIDE_REQUEST: dict[str, Any] = _outside
+# its logging instrumentation writes outside a span. Only this module changes it (the
+# service name), through _set_outside; users see it read-only as OUTSIDE_REQUEST.
+_outside: dict[str, Any] = {
+    "request_id": "-",
+    "trace_id": "-",
+    "span_id": "-",
+    "trace_sampled": False,
+    "requestIdPrefix": "",
+    "otelTraceID": "0",
+    "otelSpanID": "0",
+    "otelTraceSampled": False,
+    "otelServiceName": "",
+}
+OUTSIDE_REQUEST: Mapping[str, Any] = MappingProxyType(_outside)
+# The same values in the order of RECORD_ATTRIBUTES, which the record class unpacks.
+_outside_values: tuple[Any, ...] = tuple(_outside[name] for name in RECORD_ATTRIBUTES)
+
+
+def _set_outside(name: str, value: Any) -> None:
+    """Change one attribute of records made outside any request."""
+    global _outside_values, _span_cache  # noqa: PLW0603  (read for every record outside a request)
+    _outside[name] = value
+    _outside_values = tuple(_outside[name] for name in RECORD_ATTRIBUTES)
+    _span_cache = (INVALID_SPAN, _outside_values)
+
 
 _RecordFactory = Callable[..., logging.LogRecord]
 _lock = threading.Lock()
 
 
-def attributes_for(ids: RequestIds | None) -> dict[str, Any]:
-    """Return the record attributes of a request's ids, or those outside any request."""
-    return OUTSIDE_REQUEST if ids is None else ids.record_attrs
+def _span_key() -> str | None:
+    """Return the key under which OpenTelemetry keeps the current span in a Context.
 
-
-def current_attributes() -> dict[str, Any]:
-    """Return the attributes the record factory gives a record made here and now.
-
-    For output that is not a log record (structlog events), so that it carries the
-    same ids as the records written beside it.
+    Found through the public API, so that a record reads the span with one dict lookup
+    instead of ``trace.get_current_span()`` (whose ABC isinstance check costs ~150 ns);
+    the tests fail if OpenTelemetry stops keeping it so.
     """
-    return attributes_for(_ids.get())
+    keys = list(trace.set_span_in_context(INVALID_SPAN, Context()))
+    return keys[0] if len(keys) == 1 else None
+
+
+_SPAN_KEY = _span_key()
+# What otel_context.get_current() calls, bound once: a Python call less per record. The
+# API's own function stands in if its runtime context ever moves.
+_get_current_context: Callable[[], Context] = getattr(
+    getattr(otel_context, "_RUNTIME_CONTEXT", None), "get_current", otel_context.get_current
+)
+
+# The span the last record outside a request was made in, and the values made from it: a
+# job or a startup hook logs many lines in one span, so its ids are formatted once. One
+# tuple, so that threads swapping it never pair a span with another span's values.
+_span_cache: tuple[object, tuple[Any, ...]] = (INVALID_SPAN, _outside_values)
+
+
+def _values_outside_request() -> tuple[Any, ...]:
+    """Return the record values for a record made outside any request.
+
+    Inside an OpenTelemetry span that is not a request (a background task, a job, a
+    thread with a span) they carry that span's ids, as OpenTelemetry's logging
+    instrumentation writes them; ``request_id`` keeps the outside marker.
+    """
+    span = _get_current_context().get(_SPAN_KEY)  # type: ignore[arg-type]
+    if span is None:
+        return _outside_values
+    cached_span, values = _span_cache
+    if span is cached_span:
+        return values
+    return _values_of_span(span)
+
+
+def _values_of_span(span: object) -> tuple[Any, ...]:
+    """Make (and keep for the next record) the record values of a span's ids."""
+    global _span_cache  # noqa: PLW0603  (see its definition)
+    values = _outside_values
+    if isinstance(span, Span):
+        context = span.get_span_context()
+        if context.is_valid:
+            # %-formatting, as in RequestIds: the cheapest way to these fixed-width ids.
+            trace_hex = "%032x" % context.trace_id  # noqa: UP031
+            span_hex = "%016x" % context.span_id  # noqa: UP031
+            flag = context.trace_flags.sampled
+            outside = _outside
+            values = (
+                outside["request_id"],
+                trace_hex,
+                span_hex,
+                flag and span.is_recording(),
+                outside["requestIdPrefix"],
+                trace_hex,
+                span_hex,
+                flag,
+                outside["otelServiceName"],
+            )
+    _span_cache = (span, values)
+    return values
+
+
+def _current_attributes() -> Mapping[str, Any]:
+    """Return the attributes the record factory gives a record made here and now."""
+    ids = _ids.get()
+    if ids is not None:
+        return ids.record_attrs
+    values = _values_outside_request()
+    if values is _outside_values:
+        return _outside
+    return dict(zip(RECORD_ATTRIBUTES, values, strict=True))
 
 
 class _IdsRecordFactory:
@@ -106,7 +164,7 @@ class _IdsRecordFactory:
     def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
         record = self.previous(*args, **kwargs)
         if self.active:
-            record.__dict__.update(attributes_for(_ids.get()))
+            record.__dict__.update(_current_attributes())
         return record
 
 
@@ -147,7 +205,18 @@ class _IdsLogRecord(logging.LogRecord):
             _init_record(self, name, level, pathname, lineno, msg, args, exc_info, func, sinfo)
         if _class_active:
             ids = _ids.get()
-            # In the order of RECORD_ATTRIBUTES, as OUTSIDE_REQUEST and RequestIds keep them.
+            if ids is not None:
+                values = ids.record_values
+            else:
+                # _values_outside_request(), inlined: a call less for every such record.
+                span = _get_current_context().get(_SPAN_KEY)  # type: ignore[arg-type]
+                if span is None:
+                    values = _outside_values
+                else:
+                    cached_span, values = _span_cache
+                    if span is not cached_span:
+                        values = _values_of_span(span)
+            # In the order of RECORD_ATTRIBUTES, as _outside_values and RequestIds keep them.
             (
                 self.request_id,
                 self.trace_id,
@@ -158,7 +227,7 @@ class _IdsLogRecord(logging.LogRecord):
                 self.otelSpanID,
                 self.otelTraceSampled,
                 self.otelServiceName,
-            ) = _outside.values_tuple if ids is None else ids.record_values
+            ) = values
 
 
 # Whether _IdsLogRecord adds the ids: a module global rather than a class attribute,
@@ -198,7 +267,7 @@ def install_record_factory() -> None:
     """
     global _installed  # noqa: PLW0603  (the one factory of this process)
     with _lock:
-        OUTSIDE_REQUEST["otelServiceName"] = _service_name()
+        _set_outside("otelServiceName", _service_name())
         if _installed is not None:
             _set_active(_installed, True)
             if _reaches_ours():
@@ -225,7 +294,7 @@ def uninstall_record_factory() -> None:
             _set_active(_installed, False)
 
 
-def record_factory_installed() -> bool:
+def _record_factory_installed() -> bool:
     """Tell whether records made now get the ids from the factory."""
     if _installed is None:
         return False
@@ -242,5 +311,5 @@ class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         """Add the ids of the running request to ``record``; never drops a record."""
         if "request_id" not in record.__dict__:
-            record.__dict__.update(attributes_for(_ids.get()))
+            record.__dict__.update(_current_attributes())
         return True

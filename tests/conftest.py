@@ -25,13 +25,16 @@ def _restore_logging() -> Iterator[None]:
     factory = logging.getLogRecordFactory()
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    outside = dict(records.OUTSIDE_REQUEST)
+    access = logging.getLogger("aiohttp.access")
+    access_filters = list(access.filters)
+    service_name = records.OUTSIDE_REQUEST["otelServiceName"]
     yield
     logging.setLogRecordFactory(factory)
     records._installed = None
     root.handlers[:] = handlers
     root.setLevel(level)
-    records.OUTSIDE_REQUEST.update(outside)
+    access.filters[:] = access_filters
+    records._set_outside("otelServiceName", service_name)
 
 
 @pytest.fixture(autouse=True)

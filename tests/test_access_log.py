@@ -5,10 +5,15 @@ from __future__ import annotations
 import logging
 import re
 
+import pytest
 from aiohttp import ClientSession, web
+from aiohttp.typedefs import Handler
+from aiohttp.web_log import AccessLogger
+from opentelemetry import trace
 from pytest_aiohttp import AiohttpServer
 
 from otel_reqid_logging import RequestIdAccessLogger, RequestIdMiddleware
+from otel_reqid_logging._context import REQUEST_IDS_KEY
 from tests.conftest import LineCollector
 
 log = logging.getLogger("tests.app")
@@ -70,5 +75,85 @@ async def test_request_without_ids_gets_placeholders(
     async with ClientSession() as session, session.get(server.make_url("/")) as response:
         assert response.status == 200
     access = next(r for r in log_lines.records if r.name == "aiohttp.access")
+    assert vars(access)["request_id"] == "-"
+    assert not any("Error in logging" in line for line in log_lines.lines)
+
+
+def _line_without_private_helpers(
+    self: AccessLogger, request: web.BaseRequest, response: web.StreamResponse, time: float
+) -> None:
+    """An AccessLogger.log written as a later aiohttp might: no _format_line, no _log_format."""
+    self.logger.info('%s "%s %s" %s', request.remote, request.method, request.path, response.status)
+
+
+def _gone(*args: object, **kwargs: object) -> None:
+    raise AttributeError("this aiohttp has no such helper")
+
+
+async def test_access_line_survives_other_aiohttp_internals(
+    aiohttp_server: AiohttpServer, log_lines: LineCollector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The line comes from aiohttp's own log(), so changed private helpers cannot drop it.
+
+    A stand-in for an aiohttp release with other internals: the private helpers raise,
+    and ``AccessLogger.log`` no longer uses them.
+    """
+    monkeypatch.setattr(AccessLogger, "_format_line", _gone)
+    monkeypatch.setattr(AccessLogger, "log", _line_without_private_helpers)
+    short_id, _ = await serve_and_get(aiohttp_server, "/")
+    (access,) = [r for r in log_lines.records if r.name == "aiohttp.access"]
+    assert vars(access)["request_id"] == short_id
+    assert access.getMessage().endswith('"GET /" 200')
+    assert not any("Error in logging" in line for line in log_lines.lines)
+
+
+async def test_access_line_has_the_requests_span_as_current_context(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """While the line is handled, the request's span context is the current one."""
+    seen: list[str] = []
+
+    class SpanReader(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            context = trace.get_current_span().get_span_context()
+            seen.append(f"{context.trace_id:032x}" if context.is_valid else "none")
+
+    access_logger = logging.getLogger("aiohttp.access")
+    reader = SpanReader()
+    collector = LineCollector()
+    access_logger.addHandler(reader)
+    access_logger.addHandler(collector)
+    access_logger.setLevel(logging.INFO)
+    try:
+        await serve_and_get(aiohttp_server, "/")
+    finally:
+        access_logger.removeHandler(reader)
+        access_logger.removeHandler(collector)
+        access_logger.setLevel(logging.NOTSET)
+    (record,) = collector.records
+    assert seen == [vars(record)["trace_id"]]
+
+
+async def test_plain_line_when_adding_ids_fails(
+    aiohttp_server: AiohttpServer, log_lines: LineCollector
+) -> None:
+    """If the ids cannot be put in effect, aiohttp's plain line is written, not none.
+
+    A stand-in for a failure on our side: a middleware stores something that is not the
+    request's ids under the key the access logger reads.
+    """
+
+    @web.middleware
+    async def spoil(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request[REQUEST_IDS_KEY] = object()  # type: ignore[misc]
+        return await handler(request)
+
+    app = web.Application(middlewares=[spoil])
+    app.router.add_get("/", handler)
+    server = await aiohttp_server(app, access_log_class=RequestIdAccessLogger)
+    async with ClientSession() as session, session.get(server.make_url("/")) as response:
+        assert response.status == 200
+    (access,) = [r for r in log_lines.records if r.name == "aiohttp.access"]
+    assert '"GET / HTTP/1.1" 200' in access.getMessage()
     assert vars(access)["request_id"] == "-"
     assert not any("Error in logging" in line for line in log_lines.lines)

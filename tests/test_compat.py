@@ -19,6 +19,7 @@ from otel_reqid_logging._ids import ALPHABET
 from otel_reqid_logging.compat import (
     REQUEST_ID_KEY,
     RequestIdContextAccessLogger,
+    RequestIdKeyAlreadySetError,
     RequestIdMiddleware,
     noop,
     request_id,
@@ -204,6 +205,36 @@ async def test_added_twice_it_starts_the_request_once(
     assert await response.json() == [short_id, short_id, short_id]
     messages = lines.prefixed(short_id)
     assert messages.count("Processing GET / (tests.test_compat:hello)") == 1
+
+
+@pytest.mark.parametrize("key", ["typed", "string"])
+async def test_id_set_by_something_else_raises_the_ancestors_error(
+    aiohttp_client: AiohttpClient, key: str
+) -> None:
+    """A request id stored by other code before the middleware runs is refused, as before."""
+    caught: list[RequestIdKeyAlreadySetError] = []
+
+    @web.middleware
+    async def sets_an_id(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if key == "typed":
+            request[REQUEST_ID_KEY] = "theirs"
+        else:
+            compat._set_fallback_key(request, "theirs")
+        try:
+            return await handler(request)
+        except RequestIdKeyAlreadySetError as error:
+            caught.append(error)
+            return web.Response(status=409)
+
+    app = web.Application(middlewares=[sets_an_id, RequestIdMiddleware()])
+    app.router.add_get("/", hello)
+    client = await aiohttp_client(app)
+    response = await client.get("/")
+    assert response.status == 409
+    (error,) = caught
+    assert error.existing_request_id == "theirs"
+    assert "request id 'theirs'" in str(error)
+    assert "X-Request-Id" not in response.headers
 
 
 def test_other_prefix_formats_are_refused() -> None:

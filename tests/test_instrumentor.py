@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from importlib.metadata import requires
 
 import pytest
-from aiohttp import ClientSession, web
+from aiohttp import ClientSession, ClientTimeout, web
 from aiohttp.typedefs import Handler
 from aiohttp.web import Application  # bound before instrument(), on purpose
 from aiohttp.web_log import AccessLogger
@@ -25,7 +25,7 @@ from otel_reqid_logging import (
     install_record_factory,
 )
 from otel_reqid_logging._options import resolve_options
-from otel_reqid_logging.records import record_factory_installed
+from otel_reqid_logging.records import _record_factory_installed
 from tests.conftest import LineCollector
 
 log = logging.getLogger("tests.app")
@@ -47,7 +47,10 @@ def app_with_routes(app: web.Application) -> web.Application:
 
 
 async def fetch(server_url: str) -> tuple[str, str | None]:
-    async with ClientSession() as session, session.get(server_url) as response:
+    async with (
+        ClientSession(timeout=ClientTimeout(total=20)) as session,
+        session.get(server_url) as response,
+    ):
         return await response.text(), response.headers.get("X-Request-ID")
 
 
@@ -99,7 +102,7 @@ async def test_instrument_covers_access_log_and_records(
     """With no other change, the handler's lines and aiohttp's access line carry the ids."""
     caplog.set_level(logging.INFO)
     instrumentor.instrument()
-    assert record_factory_installed()
+    assert _record_factory_installed()
     server = await aiohttp_server(app_with_routes(web.Application()))
     _, header = await fetch(str(server.make_url("/")))
     handled = next(r for r in caplog.records if r.name == "tests.app")
@@ -146,9 +149,14 @@ async def test_subapps_get_one_id(
 
 
 async def test_instrument_app_and_uninstrument_app(
-    aiohttp_server: AiohttpServer, provider: TracerProvider, exporter: InMemorySpanExporter
+    aiohttp_server: AiohttpServer,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """instrument_app acts on one app only; uninstrument_app takes it off again."""
+    caplog.set_level(logging.INFO)  # so that aiohttp writes access lines
+    access_filters = logging.getLogger("aiohttp.access").filters
     factory = logging.getLogRecordFactory()
     original_access_log = AccessLogger.log
     instrumentor = RequestIdInstrumentor()
@@ -165,12 +173,14 @@ async def test_instrument_app_and_uninstrument_app(
         async with session.get(other_server.make_url("/")) as response:
             assert await response.text() == "none"
     assert server_spans(exporter) == ["GET /"]
+    assert len(access_filters) == 1
     instrumentor.uninstrument_app(chosen)
     body, _ = await fetch(str(chosen_server.make_url("/")))
     assert body == "none"
     # The last app gone, the process-wide log wiring goes too.
     assert logging.getLogRecordFactory() is factory
     assert AccessLogger.log is original_access_log
+    assert access_filters == []
     with pytest.raises(RuntimeError, match="before the application starts"):
         instrumentor.instrument_app(chosen)
 
@@ -301,3 +311,100 @@ def test_instrumentation_dependencies_match_the_extra() -> None:
         d.replace(" ", "") for d in RequestIdInstrumentor().instrumentation_dependencies()
     )
     assert extra == declared
+
+
+@pytest.mark.parametrize("form", ["positional", "keyword"])
+async def test_instrument_with_an_app_is_instrument_app(
+    aiohttp_server: AiohttpServer,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    form: str,
+) -> None:
+    """instrument(app) and instrument(app=app) wire that app only; uninstrument(app) undoes it."""
+    log_lines = LineCollector()
+    log_lines.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger().addHandler(log_lines)
+    logging.getLogger().setLevel(logging.INFO)
+    instrumentor = RequestIdInstrumentor()
+    chosen = app_with_routes(web.Application())
+    other = app_with_routes(web.Application())
+    if form == "positional":
+        instrumentor.instrument(chosen, tracer_provider=provider)
+    else:
+        instrumentor.instrument(app=chosen, tracer_provider=provider)
+    # The process-wide switch stays off: other apps are left alone.
+    assert not instrumentor.is_instrumented_by_opentelemetry
+    chosen_server = await aiohttp_server(chosen)
+    other_server = await aiohttp_server(other)
+
+    body, header = await fetch(str(chosen_server.make_url("/")))
+    assert header is not None
+    assert body == header
+    (span,) = exporter.get_finished_spans()
+    assert span.kind is SpanKind.SERVER
+    assert dict(span.attributes or {})["request.id"] == header
+    (handled,) = [r for r in log_lines.records if r.name == "tests.app"]
+    assert vars(handled)["request_id"] == header
+
+    log_lines.records.clear()
+    assert await fetch(str(other_server.make_url("/"))) == ("none", None)
+    assert len(exporter.get_finished_spans()) == 1
+    (handled,) = [r for r in log_lines.records if r.name == "tests.app"]
+    assert vars(handled)["request_id"] == "-"
+
+    if form == "positional":
+        instrumentor.uninstrument(chosen)
+    else:
+        instrumentor.uninstrument(app=chosen)
+    assert await fetch(str(chosen_server.make_url("/"))) == ("none", None)
+    assert len(exporter.get_finished_spans()) == 1
+    assert not _record_factory_installed()
+
+
+def nested_apps() -> tuple[web.Application, web.Application, web.Application]:
+    return (
+        app_with_routes(web.Application()),
+        app_with_routes(web.Application()),
+        app_with_routes(web.Application()),
+    )
+
+
+@otel_subclass_warning
+@pytest.mark.parametrize("subapps_added", ["before", "after"])
+@pytest.mark.parametrize("call", ["instrument", "instrument_app"])
+async def test_one_server_span_with_nested_subapps_beside_otel(
+    instrumentor: RequestIdInstrumentor,
+    otel_server: AioHttpServerInstrumentor,
+    aiohttp_server: AiohttpServer,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    call: str,
+    subapps_added: str,
+) -> None:
+    """Sub-applications two deep, added before or after the call: one SERVER span each."""
+    otel_server.instrument(tracer_provider=provider)
+    app, sub, subsub = nested_apps()
+
+    def add_subapps() -> None:
+        sub.add_subapp("/deeper", subsub)
+        app.add_subapp("/sub", sub)
+
+    if subapps_added == "before":
+        add_subapps()
+    if call == "instrument":
+        instrumentor.instrument(tracer_provider=provider)
+    else:
+        instrumentor.instrument_app(app, tracer_provider=provider)
+    if subapps_added == "after":
+        add_subapps()
+    server = await aiohttp_server(app)
+    try:
+        for path in ("/", "/sub/", "/sub/deeper/"):
+            exporter.clear()
+            body, header = await fetch(str(server.make_url(path)))
+            assert body == header
+            (span,) = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+            assert dict(span.attributes or {})["request.id"] == header
+    finally:
+        if call == "instrument_app":
+            instrumentor.uninstrument_app(app)

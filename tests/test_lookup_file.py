@@ -73,6 +73,7 @@ def test_found_by_request_id(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "ERROR: cache miss" in out
     assert "aaaa0001" not in out
     assert "bbbb0002" not in out
+    assert "Jaeger UI" not in out  # the span file is no Jaeger
 
 
 def test_found_from_a_pasted_log_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

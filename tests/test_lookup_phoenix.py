@@ -140,6 +140,7 @@ def test_found_by_request_id(
     assert "└─ load user  " in out
     assert "ERROR: cache miss" in out
     assert "aaaa0001" not in out
+    assert "Jaeger UI" not in out  # Phoenix is no Jaeger
 
 
 def test_number_like_request_id_stays_a_string(

@@ -51,7 +51,7 @@ def test_parent_cycle_still_shows_every_span_once() -> None:
     """Spans whose parent ids form a loop are printed once each, and printing ends."""
     trace = Trace(TRACE, (span("a", "b", 0), span("b", "a", 10)))
 
-    lines = render_trace(trace).splitlines()[3:]
+    lines = render_trace(trace).splitlines()[2:]
 
     assert lines == ["op-a  1.50 ms  UNSET", "└─ op-b  1.50 ms  UNSET"]
 
@@ -78,4 +78,15 @@ def test_deep_trace_does_not_hit_the_recursion_limit() -> None:
 
     lines = render_trace(Trace(TRACE, tuple(spans))).splitlines()
 
-    assert len(lines) == 3 + 5000
+    assert len(lines) == 2 + 5000
+
+
+def test_no_link_without_a_jaeger_ui() -> None:
+    """Without a Jaeger UI to point at, no "Jaeger UI" line is printed."""
+    trace = Trace(TRACE, (span("a", None, 0),))
+
+    assert render_trace(trace).splitlines() == [
+        f"trace {TRACE}  (1 span)",
+        "",
+        "op-a  1.50 ms  UNSET",
+    ]

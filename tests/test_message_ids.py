@@ -35,7 +35,7 @@ def test_message_only_handlers_get_the_ids_in_the_text(gunicorn_access: logging.
     """gunicorn's own formatter (`%(message)s`): the line starts with the ids."""
     gunicorn_access.addHandler(handler(logging.Formatter("%(message)s")))
 
-    assert message_with_ids(gunicorn_access, LINE, IDS) == (
+    assert message_with_ids(gunicorn_access.name, LINE, IDS) == (
         f"[req:k3v9q2xd trace:4bf92f3577b34da6a3ce929d0e0e4736] {LINE}"
     )
 
@@ -52,17 +52,17 @@ def test_handlers_that_show_the_ids_get_the_line_unchanged(
     gunicorn_access.addHandler(handler(logging.Formatter("%(message)s")))
     gunicorn_access.addHandler(handler(formatter))
 
-    assert message_with_ids(gunicorn_access, LINE, IDS) == LINE
+    assert message_with_ids(gunicorn_access.name, LINE, IDS) == LINE
 
 
 def test_a_changed_handler_is_noticed(gunicorn_access: logging.Logger) -> None:
     """The answer is kept per logger, but a new handler (gunicorn's reload) changes it."""
     gunicorn_access.addHandler(handler(logging.Formatter("%(message)s")))
-    assert message_with_ids(gunicorn_access, LINE, IDS) != LINE
+    assert message_with_ids(gunicorn_access.name, LINE, IDS) != LINE
 
     gunicorn_access.handlers[:] = [handler(logging.Formatter(LOG_FORMAT))]
 
-    assert message_with_ids(gunicorn_access, LINE, IDS) == LINE
+    assert message_with_ids(gunicorn_access.name, LINE, IDS) == LINE
 
 
 def test_other_loggers_and_lines_outside_requests_are_unchanged(
@@ -72,5 +72,5 @@ def test_other_loggers_and_lines_outside_requests_are_unchanged(
     gunicorn_access.addHandler(handler(logging.Formatter("%(message)s")))
     aiohttp_access = logging.getLogger("aiohttp.access")
 
-    assert message_with_ids(aiohttp_access, LINE, IDS) == LINE
-    assert message_with_ids(gunicorn_access, LINE, OUTSIDE_REQUEST) == LINE
+    assert message_with_ids(aiohttp_access.name, LINE, IDS) == LINE
+    assert message_with_ids(gunicorn_access.name, LINE, OUTSIDE_REQUEST) == LINE

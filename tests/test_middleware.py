@@ -311,6 +311,63 @@ async def test_http_exception_passes_through(
     assert dict(span.attributes or {})["http.response.status_code"] == 404
 
 
+class NotFoundAsInAiohttp4(web.HTTPNotFound):
+    """A stand-in for aiohttp 4's HTTPException, which has headers but is no Response.
+
+    aiohttp 3 cannot make an exception that is not a Response, so the Response-only
+    attribute the middleware might read fails as it would there.
+    """
+
+    @property
+    def prepared(self) -> bool:
+        raise AttributeError("an HTTPException is not a Response in aiohttp 4")
+
+
+@pytest.mark.parametrize("exception", [web.HTTPNotFound, NotFoundAsInAiohttp4])
+async def test_raised_http_exception_used_only_as_an_exception(
+    aiohttp_client: AiohttpClient,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    exception: type[web.HTTPNotFound],
+) -> None:
+    """A raised HTTPException gets the header through what it has in aiohttp 3 and 4 alike."""
+
+    async def missing(request: web.Request) -> web.Response:
+        raise exception(text="no such thing")
+
+    app = web.Application(middlewares=[RequestIdMiddleware(tracer_provider=provider)])
+    app.router.add_get("/missing", missing)
+    client = await aiohttp_client(app)
+    response = await client.get("/missing")
+    assert response.status == 404
+    assert await response.text() == "no such thing"
+    assert ID_RE.fullmatch(response.headers["X-Request-ID"])
+    (span,) = exporter.get_finished_spans()
+    assert dict(span.attributes or {})["http.response.status_code"] == 404
+    assert span.status.status_code is StatusCode.UNSET
+
+
+# aiohttp 3 warns about it, and aiohttp 4 refuses it; the middleware must not break it meanwhile.
+@pytest.mark.filterwarnings("ignore:returning HTTPException object is deprecated")
+async def test_returned_http_exception(
+    aiohttp_client: AiohttpClient, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """An HTTPException returned as a response (aiohttp 3 allows it) is sent with the header."""
+
+    async def moved(request: web.Request) -> web.StreamResponse:
+        return web.HTTPFound("/elsewhere")
+
+    app = web.Application(middlewares=[RequestIdMiddleware(tracer_provider=provider)])
+    app.router.add_get("/old", moved)
+    client = await aiohttp_client(app)
+    response = await client.get("/old", allow_redirects=False)
+    assert response.status == 302
+    assert response.headers["Location"] == "/elsewhere"
+    assert ID_RE.fullmatch(response.headers["X-Request-ID"])
+    (span,) = exporter.get_finished_spans()
+    assert dict(span.attributes or {})["http.response.status_code"] == 302
+
+
 async def test_unrouted_path_gets_ids(
     aiohttp_client: AiohttpClient, provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:

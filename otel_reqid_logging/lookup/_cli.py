@@ -77,7 +77,9 @@ def run(argv: list[str] | None = None) -> int:
     except BackendError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return EXIT_BACKEND_ERROR
-    _print(traces, query, jaeger_ui_url=args.jaeger_ui_url or args.jaeger_url)
+    # A link only where it leads somewhere: to the Jaeger searched, or to a UI named.
+    jaeger = args.jaeger_url if args.backend == "jaeger" else None
+    _print(traces, query, jaeger_ui_url=args.jaeger_ui_url or jaeger)
     with_logs(traces[0])
     return EXIT_FOUND
 
@@ -210,7 +212,7 @@ def _parser(defaults: Mapping[str, object]) -> argparse.ArgumentParser:
         "--jaeger-ui-url",
         metavar="URL",
         type=_url,
-        help="Jaeger UI for the printed link (default: --jaeger-url)",
+        help="Jaeger UI for the printed link (default: --jaeger-url when Jaeger is searched)",
     )
     parser.add_argument(
         "--phoenix-url",
@@ -302,7 +304,7 @@ async def _lookup(args: argparse.Namespace, query: Query) -> list[Trace]:
         return await find(backend, query)
 
 
-def _print(traces: list[Trace], query: Query, *, jaeger_ui_url: str) -> None:
+def _print(traces: list[Trace], query: Query, *, jaeger_ui_url: str | None) -> None:
     print(render_trace(traces[0], jaeger_ui_url=jaeger_ui_url), end="")
     if len(traces) > 1:
         others = ", ".join(trace.trace_id for trace in traces[1:])

@@ -1,4 +1,4 @@
-"""Print a found trace for a person: its id, a Jaeger UI link and the span tree."""
+"""Print a found trace for a person: its id, a Jaeger UI link where there is one, the span tree."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ from collections.abc import Iterator
 
 from ._model import AttributeValue, Span, Trace
 
-__all__ = ["DEFAULT_JAEGER_UI_URL", "KEY_ATTRIBUTES", "jaeger_link", "render_trace"]
+__all__ = ["KEY_ATTRIBUTES", "jaeger_link", "render_trace"]
 
-DEFAULT_JAEGER_UI_URL = "http://localhost:16686"
 KEY_ATTRIBUTES = (
     "request.id",
     "http.request.method",
@@ -30,13 +29,20 @@ def jaeger_link(ui_url: str, trace_id: str) -> str:
     return f"{ui_url.rstrip('/')}/trace/{trace_id}"
 
 
-def render_trace(trace: Trace, *, jaeger_ui_url: str = DEFAULT_JAEGER_UI_URL) -> str:
-    """The text block for one trace, ending in a newline."""
+def render_trace(trace: Trace, *, jaeger_ui_url: str | None = None) -> str:
+    """The text block for one trace, ending in a newline.
+
+    The "Jaeger UI" link is printed only with ``jaeger_ui_url``: a trace found in the
+    span file or in Phoenix need not be in any Jaeger.
+    """
     services = sorted({span.service for span in trace.spans if span.service})
     header = f"trace {trace.trace_id}  ({len(trace.spans)} span{'s' * (len(trace.spans) != 1)}"
     if services:
         header += ", service " + ", ".join(_clean(s) for s in services)
-    lines = [header + ")", f"Jaeger UI: {jaeger_link(jaeger_ui_url, trace.trace_id)}", ""]
+    lines = [header + ")"]
+    if jaeger_ui_url is not None:
+        lines.append(f"Jaeger UI: {jaeger_link(jaeger_ui_url, trace.trace_id)}")
+    lines.append("")
     lines += _tree(trace.spans)
     return "\n".join(lines) + "\n"
 
