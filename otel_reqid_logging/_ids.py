@@ -64,6 +64,11 @@ def is_acceptable_request_id(value: str, max_length: int = MAX_INCOMING_ID_LENGT
     """Tell whether a client-supplied request id may be adopted as it is.
 
     Only ``[A-Za-z0-9._-]`` is accepted, so an adopted id can never forge log syntax
-    (brackets, spaces, quotes, newlines) or carry invisible characters.
+    (brackets, spaces, quotes, newlines) or carry invisible characters; and at least one
+    letter or digit, so that no id reads as the ``-`` of lines outside any request.
     """
-    return 0 < len(value) <= max_length and _ACCEPTABLE.fullmatch(value) is not None
+    return (
+        0 < len(value) <= max_length
+        and _ACCEPTABLE.fullmatch(value) is not None
+        and value.strip("._-") != ""
+    )

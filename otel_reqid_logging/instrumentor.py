@@ -9,6 +9,7 @@ one is present, so that one SERVER span serves both.
 from __future__ import annotations
 
 import functools
+import logging
 import weakref
 from collections.abc import Callable, Collection
 from typing import Any, cast, overload
@@ -30,6 +31,8 @@ from .middleware import RequestIdMiddleware
 from .records import _record_factory_installed, install_record_factory, uninstall_record_factory
 
 __all__ = ["RequestIdInstrumentor"]
+
+_logger = logging.getLogger(__name__)
 
 _INSTRUMENTS = ("aiohttp >= 3.14.2",)
 _OTEL_AIOHTTP_SERVER = "opentelemetry.instrumentation.aiohttp_server"
@@ -204,7 +207,16 @@ class RequestIdInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return _INSTRUMENTS
 
     def _instrument(self, **kwargs: Any) -> None:
-        self._options = resolve_options(kwargs)
+        try:
+            options = resolve_options(kwargs)
+        except (TypeError, ValueError) as error:
+            # Under opentelemetry-instrument an exception here stops the launcher, and with
+            # it every instrumentation after this one. Bad keyword options still raise
+            # (resolved without the environment, they fail again); a bad OTEL_* value only
+            # costs its own setting.
+            options = resolve_options(kwargs, environ={})
+            _logger.error("%s; the environment's settings for this library are ignored", error)
+        self._options = options
         self._setup_logging(self._options)
         self._pre_freeze.apply()
 

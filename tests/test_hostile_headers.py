@@ -290,7 +290,9 @@ def parser_refuses(values: Sequence[bytes]) -> bool:
 def allowlisted(value: bytes) -> str | None:
     """Return the value as the server reads it when it passes the allowlist, else None."""
     stripped = value.strip(b" \t")  # the parser drops whitespace around a header value
-    return stripped.decode("ascii") if ALLOWLIST.fullmatch(stripped) else None
+    # At least one letter or digit: "-" alone would read as a line outside any request.
+    readable = stripped.strip(b"._-") != b""
+    return stripped.decode("ascii") if readable and ALLOWLIST.fullmatch(stripped) else None
 
 
 def server_span(reply: Reply) -> ReadableSpan:

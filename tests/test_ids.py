@@ -73,6 +73,9 @@ def test_lengths_out_of_range_are_refused(length: int) -> None:
         ("[req:forged]", False),
         ("line\nbreak", False),
         ("x" * 65, False),
+        ("-", False),  # the marker of lines outside any request
+        ("._-", False),
+        ("-a", True),
     ],
 )
 def test_incoming_id_allowlist(value: str, accepted: bool) -> None:

@@ -408,3 +408,32 @@ async def test_one_server_span_with_nested_subapps_beside_otel(
     finally:
         if call == "instrument_app":
             instrumentor.uninstrument_app(app)
+
+
+async def test_bad_environment_value_does_not_stop_instrument(
+    instrumentor: RequestIdInstrumentor,
+    aiohttp_server: AiohttpServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bad OTEL_REQID_* value is one error line, not an exception that would stop
+    opentelemetry-instrument; requests still get ids, with the defaults."""
+    monkeypatch.setenv("OTEL_REQID_ID_LENGTH", "abc")
+    with caplog.at_level(logging.ERROR, logger="otel_reqid_logging.instrumentor"):
+        instrumentor.instrument()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "OTEL_REQID_ID_LENGTH" in errors[0]
+    server = await aiohttp_server(app_with_routes(Application()))
+    _body, header = await fetch(str(server.make_url("/")))
+    assert header is not None
+    assert len(header) == 8
+
+
+def test_bad_keyword_option_still_raises(
+    instrumentor: RequestIdInstrumentor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the environment is forgiven: a wrong keyword option fails where it is written."""
+    monkeypatch.setenv("OTEL_REQID_ID_LENGTH", "abc")
+    with pytest.raises(ValueError, match="id_length"):
+        instrumentor.instrument(id_length=99)

@@ -330,15 +330,16 @@ FAULT_LOGGERS = {
 
 
 @pytest.mark.parametrize(
-    ("fault", "export_timeout", "batch_size", "shows"),
+    ("fault", "export_timeout", "batch_size", "queue_size", "shows"),
     [
         # Refused: each export fails within milliseconds, so failures come as fast as
         # batches of 8 do, and without a limit so would error lines.
-        ("refused_endpoint", 0.5, 8, "similar messages suppressed"),
+        ("refused_endpoint", 0.5, 8, 64, "similar messages suppressed"),
         # Blackholed: each export hangs for the whole timeout while requests keep ending
-        # spans, so the queue fills up. One batch holds the whole queue, which bounds
-        # the flush at shutdown to one timeout.
-        ("blackholed_endpoint", 1.0, 64, "Queue full, dropping Span."),
+        # spans, so the queue fills up: a queue of 16 does within each hang even on a
+        # busy machine. One batch holds the whole queue, which bounds the flush at
+        # shutdown to one timeout.
+        ("blackholed_endpoint", 1.0, 16, 16, "Queue full, dropping Span."),
     ],
 )
 async def test_faulty_collector_costs_requests_nothing(
@@ -346,6 +347,7 @@ async def test_faulty_collector_costs_requests_nothing(
     fault: str,
     export_timeout: float,
     batch_size: int,
+    queue_size: int,
     shows: str,
     request: pytest.FixtureRequest,
     aiohttp_client: AiohttpClient,
@@ -354,7 +356,7 @@ async def test_faulty_collector_costs_requests_nothing(
 ) -> None:
     """With the collector refusing or hung: no added latency, few log lines, a capped queue."""
     batching: dict[str, Any] = {
-        "max_queue_size": 64,
+        "max_queue_size": queue_size,
         "max_export_batch_size": batch_size,
         "schedule_delay_millis": 10,
     }
@@ -387,7 +389,7 @@ async def test_faulty_collector_costs_requests_nothing(
     # requests waited on it, one in every batch_size or more would take that long, and the
     # 99th percentile would show it. Measured here: median ~0.5 ms with or without the
     # fault, 99th percentile 5-26 ms, worst ~0.1 s (a scheduling hiccup).
-    assert len(faulty) > 200, "too few requests to fill a queue of 64 spans"
+    assert len(faulty) > 200, "too few requests for a 99th percentile"
     p99 = statistics.quantiles(faulty, n=100)[98]
     assert p99 < export_timeout / 2, (p99, max(faulty), len(faulty))
     assert statistics.median(faulty) < 2 * statistics.median(baseline) + 0.005
