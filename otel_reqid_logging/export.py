@@ -12,7 +12,7 @@ One call, :func:`configure_tracing`, builds an SDK ``TracerProvider`` from the s
 - ``OTEL_REQID_SPANS_FILE``: where the local file exporter appends OTLP JSON lines (read
   through ``_options.spans_file``, with the library's other ``OTEL_REQID_*`` variables).
 
-:func:`read_export_settings` reads the exporter choice above and nothing else; the
+:func:`_read_export_settings` reads the exporter choice above and nothing else; the
 SDK itself reads the rest (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``,
 ``OTEL_TRACES_SAMPLER[_ARG]``, ``OTEL_BSP_*``, the OTLP headers, timeout and compression).
 The SDK and the local file exporter come with the ``sdk`` extra, the OTLP exporters with
@@ -42,13 +42,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.sdk.trace.sampling import Sampler
 
-__all__ = [
-    "EXPORT_LOGGERS",
-    "ExportLogLimiter",
-    "ExportSettings",
-    "configure_tracing",
-    "read_export_settings",
-]
+__all__ = ["configure_tracing"]
 
 ExporterName = Literal["otlp", "otel_reqid_file", "otlp_json_file", "console", "none"]
 OtlpProtocol = Literal["http/protobuf", "grpc"]
@@ -67,7 +61,7 @@ _PROTOCOL_BY_EXPORTER: dict[str, OtlpProtocol] = {
 }
 
 #: Loggers through which the SDK's batch processor and the exporters report failures.
-EXPORT_LOGGERS = (
+_EXPORT_LOGGERS = (
     "opentelemetry.sdk._shared_internal",  # "Queue full, dropping Span.", export exceptions
     "opentelemetry.exporter.otlp.proto.http.trace_exporter",
     "opentelemetry.exporter.otlp.proto.grpc.exporter",
@@ -76,15 +70,15 @@ EXPORT_LOGGERS = (
 
 
 @dataclass(frozen=True)
-class ExportSettings:
-    """Which span exporter the environment asks for, read once by :func:`read_export_settings`."""
+class _ExportSettings:
+    """Which span exporter the environment asks for, read once by :func:`_read_export_settings`."""
 
     exporter: ExporterName
     protocol: OtlpProtocol
     spans_file: str
 
 
-def read_export_settings(environ: Mapping[str, str] | None = None) -> ExportSettings:
+def _read_export_settings(environ: Mapping[str, str] | None = None) -> _ExportSettings:
     """Read the exporter choice from ``environ`` (default ``os.environ``).
 
     The only variables this module reads: ``OTEL_TRACES_EXPORTER``, the OTLP endpoint and
@@ -119,19 +113,19 @@ def read_export_settings(environ: Mapping[str, str] | None = None) -> ExportSett
         raise ValueError(
             f"{protocol_var}={protocol!r} is not supported; use one of {', '.join(_PROTOCOLS)}"
         )
-    return ExportSettings(
+    return _ExportSettings(
         exporter=exporter,
         protocol=protocol,
         spans_file=spans_file(env),
     )
 
 
-class ExportLogLimiter(logging.Filter):
+class _ExportLogLimiter(logging.Filter):
     """Let through at most ``burst`` records per logger every ``interval`` seconds.
 
     The SDK logs every failed export, and every retry of it, so a collector that is down
     writes a few lines per batch, forever, into the application's own log. Attached to
-    the loggers in :data:`EXPORT_LOGGERS`, this keeps the first lines of each outage and
+    the loggers in :data:`_EXPORT_LOGGERS`, this keeps the first lines of each outage and
     says how many it dropped on the next line it lets through.
     """
 
@@ -161,17 +155,17 @@ class ExportLogLimiter(logging.Filter):
         return True
 
     def attach(self) -> None:
-        """Add this filter to every logger in :data:`EXPORT_LOGGERS`."""
-        for name in EXPORT_LOGGERS:
+        """Add this filter to every logger in :data:`_EXPORT_LOGGERS`."""
+        for name in _EXPORT_LOGGERS:
             logging.getLogger(name).addFilter(self)
 
     def detach(self) -> None:
-        """Remove this filter from every logger in :data:`EXPORT_LOGGERS`."""
-        for name in EXPORT_LOGGERS:
+        """Remove this filter from every logger in :data:`_EXPORT_LOGGERS`."""
+        for name in _EXPORT_LOGGERS:
             logging.getLogger(name).removeFilter(self)
 
 
-def _build_exporter(settings: ExportSettings, export_timeout: float | None) -> SpanExporter | None:
+def _build_exporter(settings: _ExportSettings, export_timeout: float | None) -> SpanExporter | None:
     if settings.exporter == "none":
         return None
     if settings.exporter == "console":
@@ -201,7 +195,7 @@ def _build_exporter(settings: ExportSettings, export_timeout: float | None) -> S
     return HttpSpanExporter(timeout=export_timeout)
 
 
-def _log_limiter_processor(limiter: ExportLogLimiter) -> SpanProcessor:
+def _log_limiter_processor(limiter: _ExportLogLimiter) -> SpanProcessor:
     """A span processor that only detaches ``limiter`` when the provider shuts down."""
     from opentelemetry.sdk.trace import SpanProcessor
 
@@ -253,7 +247,7 @@ def configure_tracing(
         raise MissingExtraError("configure_tracing", "sdk", error) from None
 
     if exporter is None:
-        exporter = _build_exporter(read_export_settings(), export_timeout)
+        exporter = _build_exporter(_read_export_settings(), export_timeout)
     attributes = {SERVICE_NAME: service_name} if service_name is not None else {}
     # Resource.create merges OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME under these.
     provider = TracerProvider(resource=Resource.create(attributes), sampler=sampler)
@@ -267,7 +261,7 @@ def configure_tracing(
             )
         )
         if error_log_interval is not None:
-            limiter = ExportLogLimiter(interval=error_log_interval)
+            limiter = _ExportLogLimiter(interval=error_log_interval)
             limiter.attach()
             # Added after the batch processor, so it detaches after the final flush.
             provider.add_span_processor(_log_limiter_processor(limiter))

@@ -116,7 +116,7 @@ class RequestIdMiddleware:
         )
         self._provider = options.tracer_provider
         self._tracer = trace.get_tracer(__name__, __version__, options.tracer_provider)
-        self._sentry_scope = _sentry.scope_factory(options.sentry)
+        self._sentry_scope = _sentry._scope_factory(options.sentry)
         self._metrics = MetricsSource(options.meter_provider)
         self._global_provider: trace.TracerProvider | None = None
         self._named_provider: object = None

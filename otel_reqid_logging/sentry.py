@@ -17,12 +17,12 @@ from typing import Any
 
 from ._context import RequestIds
 
-__all__ = ["TAG_REQUEST_ID", "TAG_TRACE_ID", "ScopeFactory", "request_scope", "scope_factory"]
+__all__ = ["TAG_REQUEST_ID", "TAG_TRACE_ID"]
 
 TAG_REQUEST_ID = "request_id"
 TAG_TRACE_ID = "trace_id"
 
-ScopeFactory = Callable[[RequestIds], "AbstractContextManager[Any] | None"]
+_ScopeFactory = Callable[[RequestIds], "AbstractContextManager[Any] | None"]
 
 
 def _tag(scope: Any, ids: RequestIds) -> None:
@@ -60,7 +60,7 @@ def _request_scope_1x(sdk: ModuleType, ids: RequestIds) -> AbstractContextManage
     return _tagged_hub(sdk, hub, ids)
 
 
-def request_scope(ids: RequestIds) -> AbstractContextManager[None] | None:
+def _request_scope(ids: RequestIds) -> AbstractContextManager[None] | None:
     """Tag the Sentry events of the running request with its ids.
 
     Returns a context manager to run the rest of the request in, or None when there is
@@ -84,7 +84,7 @@ def request_scope(ids: RequestIds) -> AbstractContextManager[None] | None:
     return _tagged_isolation_scope(sdk, ids)
 
 
-def scope_factory(enabled: bool | None) -> ScopeFactory | None:
+def _scope_factory(enabled: bool | None) -> _ScopeFactory | None:
     """Pick the per-request Sentry hook for the middleware's ``sentry`` option.
 
     None follows whether sentry_sdk is initialized when each request starts; True
@@ -94,4 +94,4 @@ def scope_factory(enabled: bool | None) -> ScopeFactory | None:
         return None
     if enabled and find_spec("sentry_sdk") is None:
         raise RuntimeError("sentry=True needs sentry_sdk: pip install 'otel-reqid-logging[sentry]'")
-    return request_scope
+    return _request_scope

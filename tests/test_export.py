@@ -27,11 +27,11 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRat
 
 from otel_reqid_logging._options import DEFAULT_SPANS_FILE, SPANS_FILE_ENV
 from otel_reqid_logging.export import (
-    EXPORT_LOGGERS,
-    ExportLogLimiter,
-    ExportSettings,
+    _EXPORT_LOGGERS,
+    _ExportLogLimiter,
+    _ExportSettings,
+    _read_export_settings,
     configure_tracing,
-    read_export_settings,
 )
 from otel_reqid_logging.file_exporter import SpansFileExporter
 
@@ -59,26 +59,26 @@ def _exporter_of(provider: TracerProvider) -> SpanExporter:
 @pytest.mark.parametrize(
     ("environ", "expected"),
     [
-        ({}, ExportSettings("otel_reqid_file", "http/protobuf", DEFAULT_SPANS_FILE)),
+        ({}, _ExportSettings("otel_reqid_file", "http/protobuf", DEFAULT_SPANS_FILE)),
         (
             {SPANS_FILE_ENV: "/var/log/app/spans.jsonl"},
-            ExportSettings("otel_reqid_file", "http/protobuf", "/var/log/app/spans.jsonl"),
+            _ExportSettings("otel_reqid_file", "http/protobuf", "/var/log/app/spans.jsonl"),
         ),
         (
             {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"},
-            ExportSettings("otlp", "http/protobuf", DEFAULT_SPANS_FILE),
+            _ExportSettings("otlp", "http/protobuf", DEFAULT_SPANS_FILE),
         ),
         (
             {"OTEL_TRACES_EXPORTER": "otlp_proto_grpc"},
-            ExportSettings("otlp", "grpc", DEFAULT_SPANS_FILE),
+            _ExportSettings("otlp", "grpc", DEFAULT_SPANS_FILE),
         ),
         (
             {"OTEL_TRACES_EXPORTER": "otlp_proto_http", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
-            ExportSettings("otlp", "http/protobuf", DEFAULT_SPANS_FILE),
+            _ExportSettings("otlp", "http/protobuf", DEFAULT_SPANS_FILE),
         ),
         (
             {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"},
-            ExportSettings("otlp", "http/protobuf", DEFAULT_SPANS_FILE),
+            _ExportSettings("otlp", "http/protobuf", DEFAULT_SPANS_FILE),
         ),
         (
             {
@@ -86,20 +86,20 @@ def _exporter_of(provider: TracerProvider) -> SpanExporter:
                 "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
                 "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
             },
-            ExportSettings("otlp", "grpc", DEFAULT_SPANS_FILE),
+            _ExportSettings("otlp", "grpc", DEFAULT_SPANS_FILE),
         ),
-        ({"OTEL_TRACES_EXPORTER": "otlp"}, ExportSettings("otlp", "http/protobuf", "spans.jsonl")),
+        ({"OTEL_TRACES_EXPORTER": "otlp"}, _ExportSettings("otlp", "http/protobuf", "spans.jsonl")),
         (
             {"OTEL_TRACES_EXPORTER": "None", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"},
-            ExportSettings("none", "http/protobuf", DEFAULT_SPANS_FILE),
+            _ExportSettings("none", "http/protobuf", DEFAULT_SPANS_FILE),
         ),
     ],
 )
 def test_settings_follow_the_standard_variables(
-    environ: dict[str, str], expected: ExportSettings
+    environ: dict[str, str], expected: _ExportSettings
 ) -> None:
     """An OTLP endpoint selects OTLP, the signal-specific protocol wins, else the span file."""
-    assert read_export_settings(environ) == expected
+    assert _read_export_settings(environ) == expected
 
 
 @pytest.mark.parametrize(
@@ -113,7 +113,7 @@ def test_settings_follow_the_standard_variables(
 def test_unsupported_values_are_refused_by_name(environ: dict[str, str], named: str) -> None:
     """A value we cannot honour raises an error naming the variable, not a silent fallback."""
     with pytest.raises(ValueError, match=named):
-        read_export_settings(environ)
+        _read_export_settings(environ)
 
 
 def test_default_writes_otlp_json_lines_to_the_span_file(
@@ -254,7 +254,7 @@ def test_log_limiter_passes_a_burst_then_counts_what_it_dropped() -> None:
     logger.propagate = False
     handler = _Collect()
     logger.addHandler(handler)
-    limiter = ExportLogLimiter(interval=0.2, burst=2)
+    limiter = _ExportLogLimiter(interval=0.2, burst=2)
     logger.addFilter(limiter)
     try:
         for attempt in range(50):
@@ -277,17 +277,17 @@ def test_log_limiter_lives_as_long_as_the_provider() -> None:
     """configure_tracing limits the export loggers, and shutdown takes the limit away again."""
     provider = configure_tracing(exporter=InMemorySpanExporter(), error_log_interval=30.0)
 
-    def limiters() -> list[list[ExportLogLimiter]]:
+    def limiters() -> list[list[_ExportLogLimiter]]:
         return [
-            [f for f in logging.getLogger(name).filters if isinstance(f, ExportLogLimiter)]
-            for name in EXPORT_LOGGERS
+            [f for f in logging.getLogger(name).filters if isinstance(f, _ExportLogLimiter)]
+            for name in _EXPORT_LOGGERS
         ]
 
     attached = limiters()
     provider.shutdown()
 
     assert all(len(found) == 1 for found in attached), attached
-    assert limiters() == [[] for _ in EXPORT_LOGGERS]
+    assert limiters() == [[] for _ in _EXPORT_LOGGERS]
 
 
 def test_import_has_no_side_effects() -> None:
