@@ -138,7 +138,7 @@ def _middleware_pieces() -> dict[str, Callable[[], None]]:
     response = web.Response(text="Hello, world!\n")
 
     def find_current() -> None:
-        is_server_span_of_request(trace.get_current_span(otel_context.get_current()))
+        is_server_span_of_request(trace.get_current_span(otel_context.get_current()), request)
 
     def store_ids() -> None:
         request[REQUEST_IDS_KEY] = sample_ids

@@ -138,7 +138,7 @@ class RequestIdMiddleware:
         current = trace.get_current_span(otel_current)
         own_span: OwnSpan | None = None
         otel_token: object = None
-        if is_server_span_of_request(current):
+        if is_server_span_of_request(current, request):
             span = current
             request_context = otel_current
             ids = self._ids_for(request, span, provider)

@@ -591,3 +591,24 @@ async def test_sampled_means_exported(
     assert (record_only["trace_sampled"], record_only["otelTraceSampled"]) == (False, False)
     # The caller sampled the trace, but nothing here records it.
     assert (api_only["trace_sampled"], api_only["otelTraceSampled"]) == (False, True)
+
+
+async def test_a_span_current_at_startup_is_no_requests_span(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    """A non-recording span that was current when the server started is current in every
+    request's task too; it must not be taken for each request's span (one id for all)."""
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    app = web.Application(middlewares=[RequestIdMiddleware(tracer_provider=provider)])
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hello")
+
+    app.router.add_get("/", hello)
+    with provider.get_tracer("startup").start_as_current_span("startup"):
+        client = await aiohttp_client(app)
+    ids = set()
+    for _ in range(3):
+        async with client.get("/") as response:
+            ids.add(response.headers["X-Request-ID"])
+    assert len(ids) == 3
