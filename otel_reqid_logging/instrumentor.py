@@ -102,11 +102,22 @@ async def _wrap_otel_middlewares_on_startup(app: web.Application) -> None:
     _wrap_otel_middlewares(app)
 
 
-def _wire(app: web.Application, options: Options) -> RequestIdMiddleware:
-    """Put the middleware on a not yet frozen app once, in the right place."""
+def _wire(
+    app: web.Application, options: Options, *, reconfigure: bool = False
+) -> RequestIdMiddleware:
+    """Put the middleware on a not yet frozen app once, in the right place.
+
+    A middleware the app already has is kept (moved into place); with ``reconfigure``
+    (options given for this app by name) it takes ``options`` instead of its own.
+    """
     middlewares = app.middlewares
     existing = [m for m in middlewares if isinstance(m, RequestIdMiddleware)]
-    ours = existing[0] if existing else RequestIdMiddleware._from_options(options)
+    if existing:
+        ours = existing[0]
+        if reconfigure:
+            ours._configure(options)
+    else:
+        ours = RequestIdMiddleware._from_options(options)
     for duplicate in existing:
         middlewares.remove(duplicate)
     # Inside OpenTelemetry's middleware ours finds its span and reuses it; outside, a
@@ -237,7 +248,7 @@ class RequestIdInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self._setup_logging(resolved)
         if _MIDDLEWARE_KEY not in app:
             app.on_startup.append(_wrap_otel_middlewares_on_startup)
-        middleware = _wire(app, resolved)
+        middleware = _wire(app, resolved, reconfigure=bool(options))
         middleware.enabled = True
         self._wired_apps.add(middleware)
 

@@ -437,3 +437,24 @@ def test_bad_keyword_option_still_raises(
     monkeypatch.setenv("OTEL_REQID_ID_LENGTH", "abc")
     with pytest.raises(ValueError, match="id_length"):
         instrumentor.instrument(id_length=99)
+
+
+async def test_instrument_app_options_reach_a_middleware_the_app_has(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """Options given to instrument(app) apply even when the app carries the middleware."""
+    app = app_with_routes(web.Application(middlewares=[RequestIdMiddleware()]))
+    instrumentor = RequestIdInstrumentor()
+    instrumentor.instrument(app, header_name="X-Req", traceresponse=True)
+    try:
+        assert sum(isinstance(m, RequestIdMiddleware) for m in app.middlewares) == 1
+        server = await aiohttp_server(app)
+        async with (
+            ClientSession(timeout=ClientTimeout(total=10)) as session,
+            session.get(server.make_url("/")) as response,
+        ):
+            assert "X-Req" in response.headers
+            assert "X-Request-ID" not in response.headers
+            assert response.headers["traceresponse"].startswith("00-")
+    finally:
+        instrumentor.uninstrument(app)
