@@ -223,12 +223,10 @@ class _IdsLogRecord(logging.LogRecord):
             else:
                 # _values_outside_request(), inlined: a call less for every such record.
                 span = _get_current_context().get(_SPAN_KEY)  # type: ignore[arg-type]
-                if span is None:
-                    values = _outside_values
-                else:
-                    cached_span, values = _span_cache
-                    if span is not cached_span:
-                        values = _values_of_span(span)
+                cached_span, values = _span_cache
+                if span is not cached_span:
+                    # A span the last record was not made in, or none at all.
+                    values = _outside_values if span is None else _values_of_span(span)
             # In the order of RECORD_ATTRIBUTES, as _outside_values and RequestIds keep them.
             (
                 self.request_id,
