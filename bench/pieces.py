@@ -219,9 +219,73 @@ def _metrics_pieces() -> dict[str, Callable[[], None]]:
     }
 
 
+class _Dropping(logging.Handler):
+    """A handler that formats the line and drops it: the file write is not ours to count."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.format(record)
+
+
+def _access_pieces() -> dict[str, Callable[[], None]]:
+    from aiohttp.web_log import AccessLogger  # noqa: PLC0415
+    from opentelemetry import context as otel_context  # noqa: PLC0415
+
+    from otel_reqid_logging import (  # noqa: PLC0415
+        LOG_FORMAT,
+        RequestIdAccessLogger,
+        RequestIdMiddleware,
+    )
+    from otel_reqid_logging._context import (  # noqa: PLC0415
+        REQUEST_IDS_KEY,
+        REQUEST_OTEL_CONTEXT_KEY,
+    )
+    from otel_reqid_logging.access_log import _FILTER  # noqa: PLC0415
+    from otel_reqid_logging.records import install_record_factory  # noqa: PLC0415
+
+    install_record_factory()
+    app = web.Application()
+    app.router.add_get("/hello/{name}", _hello)
+    request = _request(app)
+    middleware = RequestIdMiddleware()
+    _drive(lambda: middleware(request, _hello))()  # leaves the ids and context on the request
+    if REQUEST_IDS_KEY not in request or REQUEST_OTEL_CONTEXT_KEY not in request:
+        raise RuntimeError("the middleware left no ids on the request")
+    logger = logging.getLogger("bench.pieces.access")
+    logger.propagate = False
+    handler = _Dropping()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logger.addHandler(handler)
+    response = web.Response(text="Hello, world!\n")
+    plain = AccessLogger(logger, AccessLogger.LOG_FORMAT)
+    ours = RequestIdAccessLogger(logger, AccessLogger.LOG_FORMAT)
+    kept = request[REQUEST_OTEL_CONTEXT_KEY]
+    record = logging.LogRecord("bench", logging.INFO, __file__, 1, "line", (), None)
+    record.__dict__.update(request_id="x")
+
+    def attach_detach() -> None:
+        otel_context.detach(otel_context.attach(kept))
+
+    def plain_line() -> None:
+        plain.log(request, response, 0.001)
+
+    def our_line() -> None:
+        ours.log(request, response, 0.001)
+
+    def filtered() -> None:
+        _FILTER.filter(record)
+
+    return {
+        "access line: aiohttp's AccessLogger.log": plain_line,
+        "access line: RequestIdAccessLogger.log": our_line,
+        "access line: the filter on a record with ids": filtered,
+        "access line: attach + detach the kept context": attach_detach,
+    }
+
+
 PIECES: dict[str, Callable[[], dict[str, Callable[[], None]]]] = {
     "middleware": _middleware_pieces,
     "metrics": _metrics_pieces,
+    "access line": _access_pieces,
 }
 
 

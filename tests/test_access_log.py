@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 
 import pytest
 from aiohttp import ClientSession, web
+from aiohttp.test_utils import make_mocked_request
 from aiohttp.typedefs import Handler
 from aiohttp.web_log import AccessLogger
 from opentelemetry import trace
 from pytest_aiohttp import AiohttpServer
 
-from otel_reqid_logging import RequestIdAccessLogger, RequestIdMiddleware
-from otel_reqid_logging._context import REQUEST_IDS_KEY
+from otel_reqid_logging import RequestIdAccessLogger, RequestIdMiddleware, current_request_id
+from otel_reqid_logging._context import EXCLUDED_KEY, REQUEST_IDS_KEY
 from tests.conftest import LineCollector
 
 log = logging.getLogger("tests.app")
@@ -157,3 +159,65 @@ async def test_plain_line_when_adding_ids_fails(
     assert '"GET / HTTP/1.1" 200' in access.getMessage()
     assert vars(access)["request_id"] == "-"
     assert not any("Error in logging" in line for line in log_lines.lines)
+
+
+async def _request_after_middleware() -> tuple[web.Request, str]:
+    """A request the middleware has handled (ids and context left on it), and its id."""
+    app = web.Application()
+    request = make_mocked_request("GET", "/", app=app)
+    response = await RequestIdMiddleware()(request, handler)
+    return request, response.headers["X-Request-ID"]
+
+
+async def test_line_sees_the_callers_context_vars_and_leaves_none_of_its_own(
+    log_lines: LineCollector,
+) -> None:
+    """The line runs in the caller's context plus the request's ids, which end with it.
+
+    aiohttp writes the line in the task that ran the handler, so ContextVars the handler
+    set are still there; the ids brought back for the line must not stay after it.
+    """
+    request, short_id = await _request_after_middleware()
+    tenant: contextvars.ContextVar[str] = contextvars.ContextVar("tenant")
+    seen: list[tuple[str, str | None, bool]] = []
+
+    class Reader(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            span_valid = trace.get_current_span().get_span_context().is_valid
+            seen.append((tenant.get("-"), current_request_id(), span_valid))
+
+    access_logger = logging.getLogger("tests.access.context")
+    access_logger.addHandler(Reader())
+    access_logger.setLevel(logging.INFO)
+    token = tenant.set("acme")
+    try:
+        RequestIdAccessLogger(access_logger).log(request, web.Response(text="ok"), 0.001)
+    finally:
+        tenant.reset(token)
+        access_logger.handlers.clear()
+        access_logger.filters.clear()
+    assert seen == [("acme", short_id, True)]
+    assert current_request_id() is None
+    assert not trace.get_current_span().get_span_context().is_valid
+
+
+async def test_excluded_request_with_ids_writes_no_line(log_lines: LineCollector) -> None:
+    """A request marked excluded writes no line even if a later middleware gave it ids.
+
+    An outer application's middleware may exclude a request that an inner one, without
+    ``excluded_urls``, then handles: the mark still wins.
+    """
+    request, _ = await _request_after_middleware()
+    request[EXCLUDED_KEY] = True
+    access_logger = logging.getLogger("tests.access.excluded")
+    collector = LineCollector()
+    access_logger.addHandler(collector)
+    access_logger.setLevel(logging.INFO)
+    try:
+        RequestIdAccessLogger(access_logger).log(request, web.Response(text="ok"), 0.001)
+        del request[EXCLUDED_KEY]
+        RequestIdAccessLogger(access_logger).log(request, web.Response(text="ok"), 0.001)
+    finally:
+        access_logger.handlers.clear()
+        access_logger.filters.clear()
+    assert len(collector.records) == 1  # only the line of the request once unmarked

@@ -258,3 +258,23 @@ def test_filter_in_a_span_outside_a_request(provider: TracerProvider) -> None:
         assert RequestIdFilter().filter(record)
     assert (vars(record)["trace_id"], vars(record)["span_id"]) == span_ids(span)
     assert vars(record)["request_id"] == "-"
+
+
+def test_records_read_the_context_the_api_reads() -> None:
+    """The record factory's shortcut to the current context answers as the API does."""
+    from opentelemetry import context as otel_context  # noqa: PLC0415
+    from opentelemetry import trace  # noqa: PLC0415
+
+    from otel_reqid_logging.records import _get_current_context  # noqa: PLC0415
+
+    assert _get_current_context() is otel_context.get_current()
+    span = trace.NonRecordingSpan(
+        trace.SpanContext(trace_id=7, span_id=9, is_remote=False, trace_flags=trace.TraceFlags(1))
+    )
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        assert _get_current_context() is otel_context.get_current()
+        assert trace.get_current_span(_get_current_context()) is span
+    finally:
+        otel_context.detach(token)
+    assert _get_current_context() is otel_context.get_current()
