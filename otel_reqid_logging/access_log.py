@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Callable
+from contextvars import copy_context
 
 from aiohttp import web
 from aiohttp.web_log import AccessLogger
@@ -12,6 +13,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from ._context import (
+    EXCLUDED_KEY,
     RECORD_ATTRIBUTES,
     REQUEST_IDS_KEY,
     REQUEST_OTEL_CONTEXT_KEY,
@@ -19,8 +21,7 @@ from ._context import (
     _ids,
     request_id,
 )
-from ._excluded import is_excluded
-from ._message_ids import message_with_ids
+from ._message_ids import _GUNICORN_ACCESS, message_with_ids
 from .records import _current_attributes
 
 __all__ = ["RequestIdAccessLogger"]
@@ -43,7 +44,7 @@ class _AccessLineFilter(logging.Filter):
         try:
             if "request_id" not in attributes:
                 attributes.update(_current_attributes())
-            if isinstance(record.msg, str):
+            if record.name == _GUNICORN_ACCESS and isinstance(record.msg, str):
                 # gunicorn prints the message alone: there the ids go into its text.
                 record.msg = message_with_ids(record.name, record.msg, attributes)
         except Exception:
@@ -63,15 +64,11 @@ def _remove_filters() -> None:
     _filtered.clear()
 
 
-def _otel_context_of(request: web.BaseRequest, ids: RequestIds) -> otel_context.Context:
-    """Return the OpenTelemetry context the request ran in, with its span current.
+def _otel_context_of(ids: RequestIds) -> otel_context.Context:
+    """Return an OpenTelemetry context with the span of ``ids`` current.
 
-    The middleware leaves it on the request; a request whose ids came another way gets
-    a context made from the ids.
+    For a request whose ids came without the context the middleware leaves on it.
     """
-    kept: otel_context.Context | None = request.get(REQUEST_OTEL_CONTEXT_KEY)
-    if kept is not None:
-        return kept
     flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if ids.record_values[_SAMPLED_FLAG] else 0)
     span_context = trace.SpanContext(
         trace_id=int(ids.trace_id, 16),
@@ -97,7 +94,11 @@ def _log_with_ids(
     that the record factory, the filter and OpenTelemetry's log export all see them.
     If any of that fails, aiohttp writes its plain line: an access line is never lost.
     """
-    if is_excluded(request):  # excluded_urls: no access line
+    # The request's keys at once: a key missing from a request costs a KeyError inside
+    # aiohttp's mapping (about 10k instructions), which is_excluded() would pay for every
+    # request that is not excluded.
+    keys = set(request)
+    if EXCLUDED_KEY in keys:  # is_excluded(request): excluded_urls, no access line
         return
     ids: RequestIds | None = None
     try:
@@ -105,25 +106,44 @@ def _log_with_ids(
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
             _filtered.add(logger)
-        ids = request.get(REQUEST_IDS_KEY)
-        # Nothing to bring back, or in effect already (a wrapped call): aiohttp's line as is.
-        if ids is not None and _ids.get() is not ids:
-            otel_token = otel_context.attach(_otel_context_of(request, ids))
-        else:
-            ids = None
+        if REQUEST_IDS_KEY in keys:
+            ids = request[REQUEST_IDS_KEY]
+            # In effect already (a wrapped call): aiohttp's line as is.
+            if _ids.get() is ids:
+                ids = None
+            elif REQUEST_OTEL_CONTEXT_KEY in keys:
+                request_context = request[REQUEST_OTEL_CONTEXT_KEY]
+            else:
+                request_context = _otel_context_of(ids)
     except Exception:
         ids = None
     if ids is None:
         log(access_logger, request, response, time)
         return
-    ids_token = _ids.set(ids)
-    request_id_token = request_id.set(ids.request_id)
+    # In a copy of the current context, thrown away afterwards: setting the request's
+    # ContextVars there needs no reset, and the handler's own ContextVars stay visible.
+    copy_context().run(
+        _write_line, log, access_logger, request, response, time, ids, request_context
+    )
+
+
+def _write_line(  # noqa: PLR0917  (called positionally by Context.run)
+    log: _AccessLog,
+    access_logger: AccessLogger,
+    request: web.BaseRequest,
+    response: web.StreamResponse,
+    time: float,
+    ids: RequestIds,
+    request_context: otel_context.Context,
+) -> None:
+    """Set the request's ids and span context in the running context, then write the line."""
     try:
-        log(access_logger, request, response, time)
-    finally:
-        request_id.reset(request_id_token)
-        _ids.reset(ids_token)
-        otel_context.detach(otel_token)
+        _ids.set(ids)
+        request_id.set(ids.request_id)
+        otel_context.attach(request_context)  # never detached: the context is a copy
+    except Exception:  # noqa: S110
+        pass  # the line goes out with what could be set rather than not at all
+    log(access_logger, request, response, time)
 
 
 class RequestIdAccessLogger(AccessLogger):
