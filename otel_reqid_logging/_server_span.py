@@ -23,6 +23,7 @@ __all__ = [
     "OwnSpan",
     "http_method",
     "incoming_context",
+    "is_otel_server_middleware",
     "is_server_span_of_request",
     "protocol_version",
     "request_attributes",
@@ -129,6 +130,16 @@ def is_server_span_of_request(span: Span, request: web.BaseRequest) -> bool:
 
 
 _OTEL_AIOHTTP_SERVER = "opentelemetry.instrumentation.aiohttp_server"
+
+
+def is_otel_server_middleware(middleware: object) -> bool:
+    """Tell whether ``middleware`` is OpenTelemetry's aiohttp-server one (or wraps it).
+
+    functools.wraps keeps the module name, so a wrapped one is found too.
+    """
+    return getattr(middleware, "__module__", None) == _OTEL_AIOHTTP_SERVER
+
+
 # Per application: whether OpenTelemetry's aiohttp-server middleware is on it. An
 # application is frozen while it serves, so the answer holds while it lives.
 _otel_apps: weakref.WeakKeyDictionary[web.Application, bool] = weakref.WeakKeyDictionary()
@@ -140,11 +151,7 @@ def _traced_by_otel(request: web.BaseRequest) -> bool:
     for app in getattr(match_info, "apps", ()):
         found = _otel_apps.get(app)
         if found is None:
-            # functools.wraps keeps the module name, so a wrapped one is found too.
-            found = _otel_apps[app] = any(
-                getattr(middleware, "__module__", None) == _OTEL_AIOHTTP_SERVER
-                for middleware in app.middlewares
-            )
+            found = _otel_apps[app] = any(map(is_otel_server_middleware, app.middlewares))
         if found:
             return True
     return False

@@ -14,7 +14,6 @@ from opentelemetry import trace
 
 from ._context import (
     EXCLUDED_KEY,
-    RECORD_ATTRIBUTES,
     REQUEST_IDS_KEY,
     REQUEST_OTEL_CONTEXT_KEY,
     RequestIds,
@@ -27,8 +26,6 @@ from .records import _current_attributes
 __all__ = ["RequestIdAccessLogger"]
 
 _AccessLog = Callable[[AccessLogger, web.BaseRequest, web.StreamResponse, float], None]
-# Where RequestIds keeps the W3C sampled flag of the request's span context.
-_SAMPLED_FLAG = RECORD_ATTRIBUTES.index("otelTraceSampled")
 
 
 class _AccessLineFilter(logging.Filter):
@@ -69,12 +66,11 @@ def _otel_context_of(ids: RequestIds) -> otel_context.Context:
 
     For a request whose ids came without the context the middleware leaves on it.
     """
-    flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if ids.record_values[_SAMPLED_FLAG] else 0)
     span_context = trace.SpanContext(
         trace_id=int(ids.trace_id, 16),
         span_id=int(ids.span_id, 16),
         is_remote=False,
-        trace_flags=flags,
+        trace_flags=trace.TraceFlags(ids.trace_flags),
     )
     return trace.set_span_in_context(trace.NonRecordingSpan(span_context))
 

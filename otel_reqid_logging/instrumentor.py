@@ -26,6 +26,7 @@ from ._context import REQUEST_IDS_KEY
 from ._excluded import is_excluded
 from ._options import Options, resolve_options
 from ._patching import Patch
+from ._server_span import is_otel_server_middleware
 from .access_log import _log_with_ids, _remove_filters
 from .middleware import RequestIdMiddleware
 from .records import _record_factory_installed, install_record_factory, uninstall_record_factory
@@ -35,12 +36,7 @@ __all__ = ["RequestIdInstrumentor"]
 _logger = logging.getLogger(__name__)
 
 _INSTRUMENTS = ("aiohttp >= 3.14.2",)
-_OTEL_AIOHTTP_SERVER = "opentelemetry.instrumentation.aiohttp_server"
 _MIDDLEWARE_KEY = web.AppKey("otel_reqid_logging.middleware", RequestIdMiddleware)
-
-
-def _is_otel_server_middleware(middleware: object) -> bool:
-    return getattr(middleware, "__module__", None) == _OTEL_AIOHTTP_SERVER
 
 
 def _outermost_only(
@@ -79,7 +75,7 @@ def _wrap_otel_middlewares(app: web.Application) -> None:
     if not app.pre_frozen:
         middlewares = app.middlewares
         for index, other in enumerate(middlewares):
-            if _is_otel_server_middleware(other) and not hasattr(other, "__wrapped__"):
+            if is_otel_server_middleware(other) and not hasattr(other, "__wrapped__"):
                 middlewares[index] = _outermost_only(other)
     else:
         prepared = getattr(app, "_middlewares_handlers", None)
@@ -87,7 +83,7 @@ def _wrap_otel_middlewares(app: web.Application) -> None:
             app._middlewares_handlers = tuple(
                 (
                     _outermost_only(other)
-                    if _is_otel_server_middleware(other) and not hasattr(other, "__wrapped__")
+                    if is_otel_server_middleware(other) and not hasattr(other, "__wrapped__")
                     else other,
                     new_style,
                 )
@@ -124,7 +120,7 @@ def _wire(
     # second SERVER span would be started.
     position = 0
     for index, other in enumerate(middlewares):
-        if _is_otel_server_middleware(other):
+        if is_otel_server_middleware(other):
             position = index + 1
             if not hasattr(other, "__wrapped__"):
                 middlewares[index] = _outermost_only(other, ours._excludes)
