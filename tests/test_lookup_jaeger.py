@@ -13,7 +13,6 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
 
 import aiohttp
 import pytest
@@ -120,13 +119,14 @@ async def older(
     return proxy
 
 
-async def test_found_through_api_v3(
+async def test_found_through_a_tag_search(
     jaeger_server: JaegerServer,
     aiohttp_server: ServerFactory,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A request id is found with one api_v3 search that names the service, the attribute
-    and an RFC 3339 window, and the whole trace is printed as a tree with a UI link."""
+    """A request id is found with one tag search of /api/traces that names the service,
+    the attribute and a microsecond window; the trace is then fetched whole from api_v3
+    by its id, and printed as a tree with a UI link."""
     service, request_id, other = unique("shop-"), unique("r"), unique("o")
     spans = request_trace(request_id, service=service)
     await stored(jaeger_server, spans, request_trace(other, service=service))
@@ -138,14 +138,14 @@ async def test_found_through_api_v3(
 
     out = capsys.readouterr().out
     assert code == EXIT_FOUND, out
-    assert [path for path, _ in proxy.requests] == ["/api/v3/traces"]
+    paths = [path for path, _ in proxy.requests]
+    assert paths == ["/api/traces", f"/api/v3/traces/{trace_hex(spans)}"]
     params = proxy.requests[0][1]
-    assert params["query.service_name"] == service
-    assert json.loads(params["query.attributes"]) == {"request.id": request_id}
-    window = datetime.fromisoformat(params["query.start_time_max"]) - datetime.fromisoformat(
-        params["query.start_time_min"]
-    )
-    assert timedelta(hours=24) <= window <= timedelta(hours=25)
+    assert params["service"] == service
+    assert json.loads(params["tags"]) == {"request.id": request_id}
+    assert params["limit"] == "20"
+    window = int(params["end"]) - int(params["start"])
+    assert 24 * 3600 * 1_000_000 <= window <= 25 * 3600 * 1_000_000
     assert f"trace {trace_hex(spans)}  (2 spans, service {service})" in out
     assert f"Jaeger UI: {proxy.url}/trace/{trace_hex(spans)}" in out
     assert "GET /users/{id}  " in out
@@ -266,8 +266,8 @@ async def test_found_through_v1_fallback(
     aiohttp_server: ServerFactory,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Where api_v3 is missing (a router 404 page, or the UI's HTML page), the search goes
-    to /api/traces with tags and a microsecond window, and reads the UI model."""
+    """Where api_v3 is missing (a router 404 page, or the UI's HTML page), the trace the
+    tag search of /api/traces returned is shown, read from the UI model."""
     service, request_id = unique("shop-"), unique("r")
     spans = request_trace(request_id, service=service)
     await stored(jaeger_server, spans, request_trace(unique("o"), service=service))
@@ -279,63 +279,155 @@ async def test_found_through_v1_fallback(
 
     out = capsys.readouterr().out
     assert code == EXIT_FOUND, out
-    assert [path for path, _ in proxy.requests] == ["/api/v3/traces", "/api/traces"]
-    params = proxy.requests[1][1]
-    assert params["service"] == service
-    assert json.loads(params["tags"]) == {"request.id": request_id}
-    assert int(params["end"]) - int(params["start"]) >= 24 * 3600 * 1_000_000
+    # The search answer held the trace whole; api_v3 is asked once, in vain.
+    paths = [path for path, _ in proxy.requests]
+    assert paths == ["/api/traces", f"/api/v3/traces/{trace_hex(spans)}"]
     assert f"trace {trace_hex(spans)}  (2 spans, service {service})" in out
     assert f"SERVER  request.id={request_id}" in out
     assert "└─ SELECT users  " in out
     assert "ERROR: db down  INTERNAL" in out
 
 
-async def test_v3_ignoring_attributes_shows_only_the_matching_trace(
+def large_traces(services: Sequence[str], per_service: int) -> list[list[ReadableSpan]]:
+    """Traces of other requests, ~150 kB each in Jaeger's answers, in each service."""
+    return [
+        request_trace(unique("o"), service=service, children=60, padding=2000)
+        for service in services
+        for _ in range(per_service)
+    ]
+
+
+async def v3_size(jaeger: JaegerServer, spans: Sequence[ReadableSpan]) -> int:
+    """Bytes of the trace's own api_v3 answer, the size of fetching it whole."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{jaeger.query_url}/api/v3/traces/{trace_hex(spans)}") as answer,
+    ):
+        return len(await answer.read())
+
+
+@pytest.mark.parametrize("narrowed", [True, False], ids=["service", "every-service"])
+async def test_a_busy_store_transfers_only_the_matching_trace(
+    narrowed: bool,
     jaeger_server: JaegerServer,
     aiohttp_server: ServerFactory,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A Jaeger whose api_v3 ignores `query.attributes` returns other requests' traces too;
-    only the trace that carries the request id is shown."""
-    service, request_id, other = unique("shop-"), unique("r"), unique("o")
-    wanted = request_trace(request_id, service=service)
-    await stored(jaeger_server, wanted, request_trace(other, service=service))
-    proxy = await older(aiohttp_server, jaeger_server, JaegerMode.V3_WITHOUT_ATTRIBUTES)
-
-    code = await lookup(
-        "--backend", "jaeger", "--jaeger-url", proxy.url, "--service", service, request_id
-    )
-
-    out = capsys.readouterr().out
-    assert code == EXIT_FOUND
-    assert [path for path, _ in proxy.requests] == ["/api/v3/traces"]
-    assert f"trace {trace_hex(wanted)}" in out
-    assert other not in out
-    assert "also match" not in out
-
-
-async def test_v3_ignoring_attributes_falls_back_to_tags(
-    jaeger_server: JaegerServer,
-    aiohttp_server: ServerFactory,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    """When such an api_v3 answers only with newer traces of other requests (more than a
-    search returns), the tag search of /api/traces finds the right one."""
+    """With larger traces of other requests stored after it, in its service and in two
+    others, a request-id lookup (with --service, and searching every service) transfers
+    less than any one of them: no trace but the matching one crosses the wire. The
+    bytes are counted by a proxy in front of the real Jaeger, whose api_v3 ignores
+    `query.attributes` (it would have answered with the newest traces, whole)."""
     service, request_id = unique("shop-"), unique("r")
-    wanted = request_trace(request_id, service=service)
-    newer = [request_trace(unique("o"), service=service) for _ in range(25)]
+    wanted = request_trace(request_id, service=service, children=5)
+    others = large_traces([service, unique("pay-"), unique("mail-")], per_service=3)
     await stored(jaeger_server, wanted)
-    await stored(jaeger_server, *newer)
-    proxy = await older(aiohttp_server, jaeger_server, JaegerMode.V3_WITHOUT_ATTRIBUTES)
+    await stored(jaeger_server, *others)
+    smallest_other = min([await v3_size(jaeger_server, trace) for trace in others])
+    wanted_size = await v3_size(jaeger_server, wanted)
+    assert smallest_other > 20 * wanted_size
+    proxy = await older(aiohttp_server, jaeger_server, JaegerMode.CURRENT)
 
-    code = await lookup(
-        "--backend", "jaeger", "--jaeger-url", proxy.url, "--service", service, request_id
-    )
+    narrowing = ["--service", service] if narrowed else []
+    code = await lookup("--jaeger-url", proxy.url, *narrowing, request_id)
 
     out = capsys.readouterr().out
     assert code == EXIT_FOUND, out
-    assert [path for path, _ in proxy.requests] == ["/api/v3/traces", "/api/traces"]
     assert f"trace {trace_hex(wanted)}" in out
+    assert "also match" not in out
+    assert wanted_size <= proxy.transferred < smallest_other
+    assert not any(trace_hex(trace) in out for trace in others)
+    searched = {query["service"] for path, query in proxy.requests if path == "/api/traces"}
+    if narrowed:
+        assert searched == {service}
+    else:
+        assert proxy.requests[0][0] == "/api/services"
+        assert {service, *(trace[0].resource.attributes["service.name"] for trace in others)} <= (
+            searched
+        )
+
+
+def two_service_trace(
+    shop: str, payment: str, shop_request_id: str, payment_request_id: str
+) -> list[ReadableSpan]:
+    """One trace across two services: shop's SERVER span calls payment's, each with the
+    request id its own middleware gave it."""
+    exporter = InMemorySpanExporter()
+    tracers = []
+    for service in (shop, payment):
+        provider = TracerProvider(resource=Resource.create({"service.name": service}))
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        tracers.append((provider, provider.get_tracer("test")))
+    (shop_provider, shop_tracer), (payment_provider, payment_tracer) = tracers
+    with shop_tracer.start_as_current_span("POST /orders/{id}/pay", kind=SpanKind.SERVER) as s:
+        s.set_attribute("request.id", shop_request_id)
+        with (
+            shop_tracer.start_as_current_span("POST", kind=SpanKind.CLIENT),
+            payment_tracer.start_as_current_span("POST /charge", kind=SpanKind.SERVER) as p,
+        ):
+            p.set_attribute("request.id", payment_request_id)
+    shop_provider.shutdown()
+    payment_provider.shutdown()
+    return list(exporter.get_finished_spans())
+
+
+async def test_a_line_of_either_service_finds_the_trace(
+    jaeger_server: JaegerServer,
+    aiohttp_server: ServerFactory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Without --service every service Jaeger lists is searched, so the request id of
+    a line from the called service finds the whole trace as well as the caller's does;
+    --service naming the other service finds nothing (exit 1, and says why)."""
+    shop, payment = unique("shop-"), unique("pay-")
+    shop_id, payment_id = unique("r"), unique("r")
+    spans = two_service_trace(shop, payment, shop_id, payment_id)
+    await stored(jaeger_server, spans)
+    proxy = await older(aiohttp_server, jaeger_server, JaegerMode.CURRENT)
+
+    for request_id in (shop_id, payment_id):
+        code = await lookup("--jaeger-url", proxy.url, f"[req:{request_id}] charging card")
+        out = capsys.readouterr().out
+        assert code == EXIT_FOUND, out
+        assert trace_hex(spans) in out
+        assert shop in out
+        assert payment in out
+    narrowed = await lookup("--jaeger-url", proxy.url, "--service", shop, payment_id)
+    err = capsys.readouterr().err
+
+    assert narrowed == EXIT_NOT_FOUND
+    assert (
+        f"no trace with request id {payment_id} in Jaeger at {proxy.url} (service '{shop}')" in err
+    )
+    assert "leave out --service to search every service" in err
+
+
+async def test_api_v3_alone_is_searched_with_attributes(
+    jaeger_server: JaegerServer,
+    aiohttp_server: ServerFactory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A Jaeger serving api_v3 without the UI's /api routes is searched there, with
+    `query.attributes`; the traces in its answer that do not carry the id (2.12 ignores
+    the attribute) are left out, and its list of services is read from /api/v3/services."""
+    service, request_id = unique("shop-"), unique("r")
+    wanted = request_trace(request_id, service=service)
+    await stored(jaeger_server, wanted, request_trace(unique("o"), service=service))
+    proxy = await older(aiohttp_server, jaeger_server, JaegerMode.V3_ONLY)
+
+    narrowed = await lookup("--jaeger-url", proxy.url, "--service", service, request_id)
+    narrowed_paths = [path for path, _ in proxy.requests]
+    proxy.requests.clear()
+    everywhere = await lookup("--jaeger-url", proxy.url, request_id)
+
+    out = capsys.readouterr().out
+    assert (narrowed, everywhere) == (EXIT_FOUND, EXIT_FOUND), out
+    assert narrowed_paths == ["/api/traces", "/api/v3/traces"]
+    assert [path for path, _ in proxy.requests][:2] == ["/api/services", "/api/v3/services"]
+    v3_searches = [query for path, query in proxy.requests if path == "/api/v3/traces"]
+    assert service in {query["query.service_name"] for query in v3_searches}
+    assert all(json.loads(q["query.attributes"]) == {"request.id": request_id} for q in v3_searches)
+    assert out.count(f"trace {trace_hex(wanted)}") == 2
     assert "also match" not in out
 
 
@@ -363,8 +455,8 @@ async def test_not_found_names_likely_reasons(
     aiohttp_server: ServerFactory,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """api_v3's 404 "No traces found" exits 1 (without a v1 retry) and lists why: another
-    service, outside the window, unsampled."""
+    """A tag search that finds nothing exits 1 (asking nothing else) and lists why:
+    another service, outside the window, unsampled."""
     request_id = unique("r")
     await stored(jaeger_server, request_trace(request_id, service=unique("billing-")))
     proxy = await older(aiohttp_server, jaeger_server, JaegerMode.CURRENT)
@@ -383,7 +475,7 @@ async def test_not_found_names_likely_reasons(
 
     err = capsys.readouterr().err
     assert code == EXIT_NOT_FOUND
-    assert [path for path, _ in proxy.requests] == ["/api/v3/traces"]
+    assert [path for path, _ in proxy.requests] == ["/api/traces"]
     assert f"no trace with request id {request_id} in Jaeger" in err
     assert "another service than 'shop'" in err
     assert "the last 2h (widen it with --lookback)" in err
@@ -437,7 +529,7 @@ async def test_unreachable_is_a_clean_message(capsys: pytest.CaptureFixture[str]
     err = capsys.readouterr().err
     assert code == EXIT_BACKEND_ERROR
     prefix = "otel-reqid-logging lookup: cannot reach Jaeger at "
-    assert err == f"{prefix}{url}/api/v3/traces: connection refused\n"
+    assert err == f"{prefix}{url}/api/traces: connection refused\n"
 
 
 async def test_slow_server_times_out(
@@ -456,29 +548,26 @@ async def test_slow_server_times_out(
     assert "did not answer in time" in capsys.readouterr().err
 
 
-def test_request_id_search_needs_a_service(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Jaeger searches need a service: without --service or OTEL_SERVICE_NAME it is a
-    usage error (exit 2) before any request is made."""
-    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
-
-    code = run(["--backend", "jaeger", "--jaeger-url", "http://127.0.0.1:9", "k3v9q2xd"])
-
-    assert code == EXIT_USAGE
-    assert "needs --service" in capsys.readouterr().err
-
-
 async def test_service_and_url_default_from_the_environment(
-    jaeger_server: JaegerServer, monkeypatch: pytest.MonkeyPatch
+    jaeger_server: JaegerServer,
+    aiohttp_server: ServerFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """OTEL_SERVICE_NAME, the app's own setting, is the default for --service, and
-    OTEL_REQID_JAEGER_URL for --jaeger-url."""
+    """OTEL_REQID_LOOKUP_SERVICE narrows the search as --service does, and
+    OTEL_REQID_JAEGER_URL is the default for --jaeger-url. OTEL_SERVICE_NAME, the app's
+    own setting, narrows nothing: a line from another service still finds its trace."""
     service, request_id = unique("shop-"), unique("r")
     await stored(jaeger_server, request_trace(request_id, service=service))
-    monkeypatch.setenv("OTEL_SERVICE_NAME", service)
-    monkeypatch.setenv("OTEL_REQID_JAEGER_URL", jaeger_server.query_url)
+    proxy = await older(aiohttp_server, jaeger_server, JaegerMode.CURRENT)
+    monkeypatch.setenv("OTEL_REQID_JAEGER_URL", proxy.url)
+    monkeypatch.setenv("OTEL_SERVICE_NAME", unique("billing-"))
 
-    code = await lookup("--backend", "jaeger", request_id)
+    everywhere = await lookup("--backend", "jaeger", request_id)
+    searched_everywhere = {q["service"] for path, q in proxy.requests if path == "/api/traces"}
+    proxy.requests.clear()
+    monkeypatch.setenv("OTEL_REQID_LOOKUP_SERVICE", service)
+    narrowed = await lookup("--backend", "jaeger", request_id)
 
-    assert code == EXIT_FOUND
+    assert (everywhere, narrowed) == (EXIT_FOUND, EXIT_FOUND)
+    assert service in searched_everywhere
+    assert [q["service"] for path, q in proxy.requests if path == "/api/traces"] == [service]

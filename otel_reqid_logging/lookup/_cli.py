@@ -48,7 +48,9 @@ ENVIRONMENT = {
     "jaeger_ui_url": "OTEL_REQID_JAEGER_UI_URL",
     "phoenix_url": "OTEL_REQID_PHOENIX_URL",
     "phoenix_project": "OTEL_REQID_PHOENIX_PROJECT",
-    "service": "OTEL_SERVICE_NAME",
+    # Not OTEL_SERVICE_NAME: that names the app, and a line pasted from another service's
+    # log must still find its trace, so only the lookup's own setting narrows the search.
+    "service": "OTEL_REQID_LOOKUP_SERVICE",
     "lookback": "OTEL_REQID_LOOKUP_LOOKBACK",
 }
 
@@ -93,10 +95,7 @@ def _checked_query(args: argparse.Namespace) -> Query:
             f"{ENVIRONMENT['backend']} must be one of {', '.join(BACKENDS)}, "
             f"not {shown(args.backend)}"
         )
-    query = parse_query(" ".join(args.query))
-    if args.backend == "jaeger" and query.trace_id is None and not args.service:
-        raise QueryError("a Jaeger search by request id needs --service (or OTEL_SERVICE_NAME)")
-    return query
+    return parse_query(" ".join(args.query))
 
 
 def _chosen_backend(args: argparse.Namespace) -> str:
@@ -223,7 +222,11 @@ def _parser(defaults: Mapping[str, object]) -> argparse.ArgumentParser:
         help="Phoenix server",
     )
     parser.add_argument("--phoenix-project", metavar="NAME", help="Phoenix project")
-    parser.add_argument("--service", help="service name to search in (Jaeger)")
+    parser.add_argument(
+        "--service",
+        metavar="NAME",
+        help="search by request id in this service only (Jaeger; default: every service)",
+    )
     parser.add_argument(
         "--lookback",
         type=_lookback,

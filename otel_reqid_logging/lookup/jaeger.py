@@ -1,9 +1,17 @@
-"""Jaeger query service: api_v3 (OTLP JSON) first, the older `/api/traces` UI API as fallback."""
+"""Jaeger query service: searches that filter, and the one matching trace fetched whole.
+
+A search by request id asks `/api/traces?tags=...`, the API that filters by attribute in
+every Jaeger release (2.12's api_v3 ignores `query.attributes` and answers with the
+latest traces of the service, whole). Only the newest matching trace is then fetched
+again by its id from api_v3, as OTLP JSON, the shape every trace store is read in.
+Without a service name every service the store lists is searched.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -28,18 +36,25 @@ DEFAULT_JAEGER_URL = "http://localhost:16686"
 _STORE = "Jaeger"
 # Clocks of the app and of this machine may differ a little; search a bit past "now".
 _CLOCK_SLACK = timedelta(minutes=5)
-# The UI model keeps these OpenTelemetry fields as tags; they become span fields here.
 # How many matching traces a search returns. Jaeger's api_v3 refuses a search without it
 # ("search depth must be greater than 0"); one request id names one trace, so a few
 # more only show that an id was reused.
 _SEARCH_LIMIT = 20
+# Searches of several services run this many at a time: each is small (a service's spans
+# that carry the id), and a store with hundreds of services is not asked all at once.
+_PARALLEL_SEARCHES = 4
+# The UI model keeps these OpenTelemetry fields as tags; they become span fields here.
 _FIELD_TAGS = frozenset(
     {"span.kind", "otel.status_code", "otel.status_description", "error", "internal.span.format"}
 )
 
 
-class _V3UnavailableError(Exception):
-    """api_v3 is not served at this address (an older Jaeger, or a proxy in between)."""
+# One service's search: (service, request id, window start, window end) -> spans.
+_Search = Callable[[str, str, datetime, datetime], Awaitable[list[Span]]]
+
+
+class _UnavailableError(Exception):
+    """The API asked is not served at this address (an older or newer Jaeger, or a proxy)."""
 
 
 class JaegerBackend:
@@ -62,7 +77,7 @@ class JaegerBackend:
         """Fetch one trace by its id (no time window needed)."""
         try:
             spans = _v3_spans(await self._get(f"/api/v3/traces/{trace_id}"))
-        except _V3UnavailableError:
+        except _UnavailableError:
             spans = _v1_spans(await self._get(f"/api/traces/{trace_id}"))
         for trace in group_traces(spans):
             if trace.trace_id == trace_id:
@@ -70,52 +85,125 @@ class JaegerBackend:
         raise self._not_found(f"no trace {trace_id} in Jaeger at {self._url}", by_request=False)
 
     async def by_request_id(self, request_id: str) -> list[Trace]:
-        """Search the time window for traces whose spans carry `request.id`."""
-        if not self._service:
-            raise TraceNotFoundError(
-                f"cannot search Jaeger for request id {request_id} without a service name",
-                ("Jaeger searches need one: pass --service or set OTEL_SERVICE_NAME",),
-            )
+        """Search the time window for traces whose spans carry `request.id`, newest first.
+
+        Only the answers of searches that filter are read, so what crosses the network is
+        the matching trace, not the store's latest ones.
+        """
         end = datetime.now(timezone.utc) + _CLOCK_SLACK
         start = end - self._lookback - _CLOCK_SLACK
+        services = [self._service] if self._service else await self._services()
         try:
-            spans = _v3_spans(await self._v3_search(request_id, start, end))
-            found = _carrying(request_id, spans)
-            if spans and not found:
-                # Jaeger releases before `query.attributes` ignore it and return every
-                # trace of the service; only the older API filters by tag there.
-                raise _V3UnavailableError
-        except _V3UnavailableError:
-            found = _carrying(request_id, _v1_spans(await self._v1_search(request_id, start, end)))
+            found = await self._each_service(services, self._v1_search, request_id, start, end)
+        except _UnavailableError:
+            # No UI API here: api_v3 is all there is, and what it returns is OTLP already.
+            found = await self._each_service(services, self._v3_search, request_id, start, end)
+        else:
+            if found:
+                found[0] = await self._whole(found[0])
         if not found:
+            where = f"service {self._service!r}" if self._service else f"{len(services)} services"
             raise self._not_found(
-                f"no trace with request id {request_id} in Jaeger at {self._url}", by_request=True
+                f"no trace with request id {request_id} in Jaeger at {self._url} ({where})",
+                by_request=True,
             )
         return found
 
-    async def _v3_search(self, request_id: str, start: datetime, end: datetime) -> Response:
-        return await self._get(
-            "/api/v3/traces",
-            {
-                "query.service_name": str(self._service),
-                "query.attributes": json.dumps({REQUEST_ID_ATTRIBUTE: request_id}),
-                "query.start_time_min": _rfc3339(start),
-                "query.start_time_max": _rfc3339(end),
-                "query.num_traces": str(_SEARCH_LIMIT),
-            },
-        )
+    async def _services(self) -> list[str]:
+        """Every service the store lists: the UI API's list, else api_v3's."""
+        try:
+            return _names(await self._get("/api/services"), "data")
+        except _UnavailableError:
+            pass
+        try:
+            return _names(await self._get("/api/v3/services"), "services")
+        except _UnavailableError:
+            raise BackendError(
+                f"Jaeger at {self._url} answers neither /api/services nor /api/v3/services; "
+                "is it Jaeger's query service?"
+            ) from None
 
-    async def _v1_search(self, request_id: str, start: datetime, end: datetime) -> Response:
-        return await self._get(
+    async def _each_service(
+        self,
+        services: Sequence[str],
+        search: _Search,
+        request_id: str,
+        start: datetime,
+        end: datetime,
+    ) -> list[Trace]:
+        """Run `search` for each service, a few at a time; the traces carrying the id."""
+        slots = asyncio.Semaphore(_PARALLEL_SEARCHES)
+
+        async def one(service: str) -> list[Span]:
+            async with slots:
+                spans: list[Span] = await search(service, request_id, start, end)
+                return spans
+
+        tasks = [asyncio.ensure_future(one(service)) for service in services]
+        try:
+            answers = await asyncio.gather(*tasks)
+        except BaseException:
+            # One failed (or the API is missing): the others' answers are not wanted.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        # A trace whose spans of two services carry the id came in both answers: one trace.
+        return _carrying(request_id, [span for spans in answers for span in spans])
+
+    async def _whole(self, found: Trace) -> Trace:
+        """The found trace again, from api_v3 by its id: OTLP JSON, as every store is read.
+
+        A Jaeger without api_v3 has shown the whole trace already, in its UI model.
+        """
+        try:
+            spans = _v3_spans(await self._get(f"/api/v3/traces/{found.trace_id}"))
+        except _UnavailableError:
+            return found
+        for trace in group_traces(spans):
+            if trace.trace_id == found.trace_id:
+                return trace
+        return found
+
+    async def _v1_search(
+        self, service: str, request_id: str, start: datetime, end: datetime
+    ) -> list[Span]:
+        response = await self._get(
             "/api/traces",
             {
-                "service": str(self._service),
+                "service": service,
                 "tags": json.dumps({REQUEST_ID_ATTRIBUTE: request_id}),
                 "start": str(_microseconds(start)),
                 "end": str(_microseconds(end)),
                 "limit": str(_SEARCH_LIMIT),
             },
         )
+        body = response.json()
+        ui_answer = isinstance(body, dict) and ("data" in body or "errors" in body)
+        if not ui_answer and response.status in (200, 404, 405, 501):
+            # 404 from a router that lacks the route, or 200 with the UI's HTML page.
+            raise _UnavailableError
+        return _v1_spans(response)
+
+    async def _v3_search(
+        self, service: str, request_id: str, start: datetime, end: datetime
+    ) -> list[Span]:
+        response = await self._get(
+            "/api/v3/traces",
+            {
+                "query.service_name": service,
+                "query.attributes": json.dumps({REQUEST_ID_ATTRIBUTE: request_id}),
+                "query.start_time_min": _rfc3339(start),
+                "query.start_time_max": _rfc3339(end),
+                "query.num_traces": str(_SEARCH_LIMIT),
+            },
+        )
+        try:
+            return _v3_spans(response)
+        except _UnavailableError:
+            raise BackendError(
+                f"Jaeger at {self._url} serves neither /api/traces nor /api/v3/traces"
+            ) from None
 
     async def _get(self, path: str, params: dict[str, str] | None = None) -> Response:
         return await get(self._session, self._url + path, params=params, store=_STORE)
@@ -123,16 +211,30 @@ class JaegerBackend:
     def _not_found(self, message: str, *, by_request: bool) -> TraceNotFoundError:
         reasons = [f"the spans went to another trace store than Jaeger at {self._url}"]
         if by_request:
-            reasons += [
-                f"the request was served by another service than {self._service!r} (--service)",
+            if self._service:
+                reasons.append(
+                    f"the request was served by another service than {self._service!r} "
+                    "(leave out --service to search every service)"
+                )
+            reasons.append(
                 f"it is older than the search window, the last {format_duration(self._lookback)} "
-                "(widen it with --lookback)",
-            ]
+                "(widen it with --lookback)"
+            )
         return TraceNotFoundError(message, tuple(reasons))
 
 
+def _names(response: Response, key: str) -> list[str]:
+    """Read a list of service names (`{"data": [...]}` or `{"services": [...]}`)."""
+    body = response.json()
+    if response.status == 200 and isinstance(body, dict) and isinstance(body.get(key), list):
+        return sorted({str(name) for name in body[key] if name})
+    if response.status in (200, 404, 405, 501):
+        raise _UnavailableError
+    raise BackendError(f"Jaeger answered HTTP {response.status} to a list of its services")
+
+
 def _v3_spans(response: Response) -> list[Span]:
-    """Read an api_v3 answer: spans, an empty list for "No traces found", or _V3UnavailableError."""
+    """Read an api_v3 answer: spans, an empty list for "No traces found", or _UnavailableError."""
     body = response.json()
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         if response.status == 404:
@@ -147,7 +249,7 @@ def _v3_spans(response: Response) -> list[Span]:
             raise BackendError(f"Jaeger api_v3 answer is not OTLP JSON: {error}") from None
     if response.status in (200, 404, 405, 501):
         # 404 from a router that lacks the route, or 200 with the UI's HTML page.
-        raise _V3UnavailableError
+        raise _UnavailableError
     raise BackendError(f"Jaeger answered HTTP {response.status} to an api_v3 request")
 
 
