@@ -42,7 +42,9 @@ SERVICE_NAME = "otel-reqid-demo"
 PAYMENT_SERVICE_NAME = "otel-reqid-demo-payment"
 DEFAULT_SPANS_FILE = "demo-spans.jsonl"
 # The demo's lines carry the span id too, so that the lookup places each on its span.
-DEMO_LOG_FORMAT = LOG_FORMAT.replace("trace:%(trace_id)s]", "trace:%(trace_id)s span:%(span_id)s]")
+_LOG_FORMAT_WITH_SPAN = LOG_FORMAT.replace(
+    "trace:%(trace_id)s]", "trace:%(trace_id)s span:%(span_id)s]"
+)
 _TRACER_KEY = web.AppKey("tracer", trace.Tracer)
 _PAYMENT_URL_KEY = web.AppKey("payment_url", str)
 _CLIENT_KEY = web.AppKey("client", ClientSession)
@@ -146,7 +148,7 @@ class _Lines(logging.Handler):
 
     def __init__(self, stream: TextIO, files: dict[str, TextIO]) -> None:
         super().__init__()
-        self.setFormatter(logging.Formatter(DEMO_LOG_FORMAT))
+        self.setFormatter(logging.Formatter(_LOG_FORMAT_WITH_SPAN))
         self.stream = stream
         self.files = files
         self.lines: list[str] = []
@@ -264,7 +266,8 @@ def run_demo(spans_file: Path, *, out: TextIO = sys.stdout) -> int:
     code = run_lookup(["--backend", "file", *command, failing])
     print(
         "\nThe same as a page to open in a browser: add --html trace.html to that command.\n"
-        "With the spans in Jaeger: --jaeger-url http://localhost:16686 instead of --file.",
+        "With the spans exported to Jaeger, --jaeger-url URL replaces --file, and a line "
+        "from either service's log finds the trace.",
         file=out,
         flush=True,
     )
