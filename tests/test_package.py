@@ -85,7 +85,8 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 def test_demo_shows_lines_and_finds_the_failing_request(tmp_path: Path) -> None:
-    """`otel-reqid-logging demo` prints interleaved lines and looks the failure up."""
+    """`otel-reqid-logging demo` prints interleaved lines of two services and looks the
+    failure up from the shop's line."""
     spans = tmp_path / "demo.jsonl"
     result = subprocess.run(
         [str(BIN / "otel-reqid-logging"), "demo", "--spans-file", str(spans)],
@@ -97,11 +98,14 @@ def test_demo_shows_lines_and_finds_the_failing_request(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    failing = re.search(r"ERROR \S+ \[req:(\S+) trace:([0-9a-f]{32})\] Unhandled exception", out)
+    failing = re.search(
+        r"ERROR shop \[req:(\S+) trace:([0-9a-f]{32}) span:[0-9a-f]{16}\] payment of order", out
+    )
     assert failing is not None, out
     request_id, trace_id = failing.groups()
-    assert out.count(f"[req:{request_id} trace:{trace_id}]") >= 3
-    assert len(set(re.findall(r"\[req:(\S+) trace:", out))) == 4
+    assert out.count(f"[req:{request_id} trace:{trace_id} ") >= 3
+    # Four requests to the shop, and the one paying made to the payment service.
+    assert len(set(re.findall(r"\[req:(\S+) trace:", out))) == 5
     tail = out[out.index("== Looking up") :]
     assert f"trace {trace_id}" in tail
     assert f"request.id={request_id}" in tail
