@@ -2,7 +2,8 @@
 
 Spans are made by the real SDK and sent to Jaeger's OTLP receiver; the lookup asks its
 query service. Stand-ins (tests.jaeger_fake) play only what the real Jaeger cannot be
-made to do: an older release's API, a server error, a hang.
+made to do: an older release's API, a server error, a hang. The proxy in front of the
+real Jaeger also records what the lookup asked and counts the bytes of the answers.
 """
 
 from __future__ import annotations
