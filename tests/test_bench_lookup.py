@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from bench.lookup import SECTION_TITLE, build_requests, measure, render, update_section
+from bench.busy_jaeger import build_requests
+from bench.lookup import SECTION_TITLE, measure, render, update_section
 from tests.tools import JaegerServer
 
 
