@@ -25,6 +25,19 @@ def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
     assert "OTEL_REQID_SPANS_FILE" in out
 
 
+def test_help_says_a_request_id_is_searched_in_every_service(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--service narrows a search that by default covers every service; its variable is
+    the lookup's own, not the app's OTEL_SERVICE_NAME."""
+    assert run(["--help"]) == EXIT_FOUND
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--service NAME search by request id in this service only" in out
+    assert "default: every service" in out
+    assert "--service OTEL_REQID_LOOKUP_SERVICE" in out
+    assert "OTEL_SERVICE_NAME" not in out
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
