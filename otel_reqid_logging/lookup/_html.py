@@ -68,7 +68,9 @@ transparent 1px) 0 0/25% 100%}
 summary.err .bar{background:var(--err)}
 .mark{color:var(--err);font-weight:700}
 .log{align-items:start;font-size:12px}
-.log .txt{grid-column:1/-2;white-space:pre-wrap;overflow-wrap:anywhere;padding:2px 0}
+.log .txt{grid-column:1/-2;display:flex;padding:2px 0}
+.log .off{flex:none;min-width:6.5em;padding-right:.6em}
+.msg{min-width:0;white-space:pre-wrap;overflow-wrap:anywhere}
 .log .off{color:var(--muted)}
 .log .tl{height:auto;align-self:stretch}
 .tick{position:absolute;top:0;bottom:0;width:2px;background:var(--muted)}
@@ -205,8 +207,8 @@ def _line_row(index: int, row: LineRow) -> str:
     return (
         f'<div class="row log" title="{_text(where)}"><span class="txt">'
         f'<span class="tree">{_text(_tree(row.indent + ("│  " if row.more else "   ")))}</span>'
-        f'<span class="off">{escape(format_offset_ns(row.offset_ns) or "?")}</span> '
-        f"{_text(line.text)}{continuation}</span>"
+        f'<span class="off">{escape(format_offset_ns(row.offset_ns) or "?")}</span>'
+        f'<span class="msg">{_text(line.text)}{continuation}</span></span>'
         f'<span class="tl"><span class="tick k{index}"></span></span></div>'
     )
 
