@@ -197,7 +197,9 @@ class _Drawing:
         left = "0"
         room = self.bar_width - len(total)
         scale = (left + " " * (room - len(left)) + total) if room > len(left) else total
-        return self._paint(" " * self.bar_start + scale, _DIM)
+        axis = " " * self.bar_start + scale
+        # A bar narrower than the length's text: the text ends at the right edge.
+        return self._paint(axis if len(axis) <= self.width else total.rjust(self.width), _DIM)
 
     def _span_row(self, row: SpanRow) -> str:
         span = row.span
