@@ -260,6 +260,26 @@ def test_the_command_colours_on_a_pty_only(tmp_path: Path, no_color: bool) -> No
     assert "└─ load user  " in piped
 
 
+def test_the_command_draws_with_hashes_into_an_ascii_output(tmp_path: Path) -> None:
+    """With an output encoding that is not UTF-8 (PYTHONIOENCODING=ascii), the command
+    draws its bars with `#` and its tree in ASCII, and a name it cannot encode is escaped."""
+    spans = tmp_path / "spans.jsonl"
+    write_request(spans, "k3v9q2xd", service="café")
+    command = [str(Path(sys.executable).parent / "otel-reqid-logging"), "lookup"]
+    environ = {**os.environ, "PYTHONIOENCODING": "ascii", "COLUMNS": "70"}
+
+    result = subprocess.run(
+        [*command, "--file", str(spans), "k3v9q2xd"], capture_output=True, env=environ, check=False
+    )
+
+    assert result.returncode == EXIT_FOUND, result.stderr
+    out = result.stdout.decode("ascii")
+    assert "(2 spans, service caf\\xe9)" in out
+    assert "`- load user  " in out
+    assert re.search(r"GET /users/\{id\} +\d+\.\d\d ms +#+", out)
+    assert max(len(row) for row in out.splitlines()[2:]) <= 70
+
+
 def test_width_flag_and_bad_widths(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--width N draws within N columns; a width that is no number or absurd is a usage error."""
     spans = tmp_path / "spans.jsonl"
