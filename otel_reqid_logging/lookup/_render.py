@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,9 @@ _MIN_BAR = 8
 # Left-aligned eighths of a cell: one eighth to seven eighths; a whole cell is "█".
 _EIGHTHS = " ▏▎▍▌▋▊▉"
 _ASCII_TREE = str.maketrans("├└─│", "|`-|")
+# Text of these characters takes one cell each: Latin, Greek and Cyrillic letters without
+# combining marks, the tree's box drawing and the bars' block elements.
+_NARROW = re.compile(r"[\u0000-\u02ff\u0370-\u0482\u048a-\u052f\u2500-\u259f…]*\Z")
 
 _RESET = "\x1b[0m"
 _DIM = "\x1b[2m"
@@ -328,9 +332,9 @@ def _isatty(stream: TextIO) -> bool:
 
 def _cells(text: str) -> int:
     """How many terminal cells the text takes: East Asian wide characters take two."""
-    if text.isascii():
+    if text.isascii() or _NARROW.match(text) is not None:
         return len(text)
-    return sum(_cell(ch) for ch in text)
+    return sum(map(_cell, text))
 
 
 def _cell(ch: str) -> int:
