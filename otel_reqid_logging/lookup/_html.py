@@ -57,6 +57,7 @@ summary.row{cursor:pointer;list-style:none}
 summary.row::-webkit-details-marker{display:none}
 summary.row:hover,details[open]>summary.row{background:var(--sel)}
 summary.row:focus-visible{outline:2px solid var(--muted);outline-offset:-2px}
+details:target>summary.row{outline:2px solid var(--err);outline-offset:-2px}
 .name{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 .tree{color:var(--muted);white-space:pre}
 .svc{white-space:nowrap;overflow:hidden;text-overflow:ellipsis;color:var(--muted)}
