@@ -4,9 +4,12 @@ blank, and shows hostile text as text."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
 import http.server
+import json
 import os
 import re
 import shutil
@@ -15,10 +18,12 @@ import subprocess
 import threading
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from otel_reqid_logging.lookup import Span, Trace
@@ -444,3 +449,111 @@ def test_the_command_writes_the_page(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert run(["--file", str(spans), "k3v9q2xd", "--html", str(missing)]) == EXIT_USAGE
     assert "--html: cannot write a file at" in capsys.readouterr().err
     assert not missing.parent.exists()
+
+
+class DevTools:
+    """One page of a headless Chromium, driven over its DevTools protocol (a WebSocket)."""
+
+    def __init__(self, socket: aiohttp.ClientWebSocketResponse[bool]) -> None:
+        self.socket = socket
+        self.next_id = 0
+
+    async def call(self, method: str, **params: object) -> dict[str, Any]:
+        self.next_id += 1
+        await self.socket.send_json({"id": self.next_id, "method": method, "params": params})
+        while True:
+            message = await self.socket.receive_json(timeout=60)
+            if message.get("id") == self.next_id:
+                assert "error" not in message, message
+                result: dict[str, Any] = message["result"]
+                return result
+
+    async def wait_for(self, event: str) -> None:
+        while (await self.socket.receive_json(timeout=60)).get("method") != event:
+            pass
+
+    async def value(self, expression: str) -> Any:
+        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return result["result"].get("value")
+
+    async def click(self, selector: str) -> None:
+        """A real mouse click (pressed and released) in the middle of the element."""
+        box = await self.value(
+            f"(() => {{ const r = document.querySelector({json.dumps(selector)})"
+            ".getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+        )
+        for kind in ("mousePressed", "mouseReleased"):
+            await self.call(
+                "Input.dispatchMouseEvent",
+                type=kind,
+                x=box[0],
+                y=box[1],
+                button="left",
+                clickCount=1,
+            )
+
+
+@contextlib.asynccontextmanager
+async def devtools(chromium: str, tmp_path: Path, page: Path) -> AsyncIterator[DevTools]:
+    process = await asyncio.create_subprocess_exec(
+        chromium,
+        *FLAGS,
+        f"--user-data-dir={tmp_path / 'devtools-profile'}",
+        "--remote-debugging-port=0",
+        "--window-size=1280,900",
+        "about:blank",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stderr is not None
+        address = None
+        while address is None:
+            line = (await asyncio.wait_for(process.stderr.readline(), 60)).decode()
+            assert line, "Chromium ended before it listened for DevTools"
+            found = re.search(r"DevTools listening on ws://([^/]+)/", line)
+            address = found.group(1) if found else None
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://{address}/json/list") as response:
+                targets = await response.json()
+            url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+            async with session.ws_connect(url, max_msg_size=0) as socket:
+                tools = DevTools(socket)
+                await tools.call("Page.enable")
+                await tools.call("Page.navigate", url=page.as_uri())
+                await tools.wait_for("Page.loadEventFired")
+                yield tools
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+async def test_a_click_on_a_row_shows_the_span(chromium: str, tmp_path: Path) -> None:
+    """In the browser, a span's details are hidden until its row is clicked (a real mouse
+    click); then its status, attributes and events show; a second click hides them."""
+    trace, logs = sample()
+    page = tmp_path / "trace.html"
+    page.write_text(render_html(trace, logs=logs), encoding="utf-8")
+    pay = "#span-b2b2b2b2b2b2b2b2"
+    visible = f"document.querySelector('{pay} .info').checkVisibility()"
+    # Where the row after it sits: pushed down while the details show.
+    below = "document.querySelector('#span-c3c3c3c3c3c3c3c3 > summary').getBoundingClientRect().y"
+
+    async with devtools(chromium, tmp_path, page) as tools:
+        # The first error (the root) is open on arrival; the second is not.
+        assert await tools.value("document.querySelector('details').open") is True
+        hidden = await tools.value(visible)
+        before = await tools.value(below)
+        await tools.click(f"{pay} > summary")
+        shown = await tools.value(visible)
+        opened = await tools.value(below)
+        text = await tools.value(f"document.querySelector('{pay} .info').innerText")
+        await tools.click(f"{pay} > summary")
+        hidden_again = await tools.value(visible)
+        closed = await tools.value(below)
+
+    assert (hidden, shown, hidden_again) == (False, True, False)
+    assert opened > before + 100
+    assert closed == before
+    assert "ERROR: card <b>declined</b>" in text
+    assert "exception.message\t<i>no</i>" in text
