@@ -495,21 +495,26 @@ class DevTools:
 
 @contextlib.asynccontextmanager
 async def devtools(chromium: str, tmp_path: Path, page: Path) -> AsyncIterator[DevTools]:
-    process = await asyncio.create_subprocess_exec(
-        chromium,
-        *FLAGS,
-        f"--user-data-dir={tmp_path / 'devtools-profile'}",
-        "--remote-debugging-port=0",
-        "--window-size=1280,900",
-        "about:blank",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+    # A plain process, not asyncio's, whose pipe transport would be closed after the test's
+    # event loop on Python 3.10 (a warning, an error here); Popen itself does not block.
+    process = subprocess.Popen(  # noqa: ASYNC220
+        [
+            chromium,
+            *FLAGS,
+            f"--user-data-dir={tmp_path / 'devtools-profile'}",
+            "--remote-debugging-port=0",
+            "--window-size=1280,900",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert process.stderr is not None
         address = None
         while address is None:
-            line = (await asyncio.wait_for(process.stderr.readline(), 60)).decode()
+            line = await asyncio.wait_for(asyncio.to_thread(process.stderr.readline), 60)
             assert line, "Chromium ended before it listened for DevTools"
             found = re.search(r"DevTools listening on ws://([^/]+)/", line)
             address = found.group(1) if found else None
@@ -525,7 +530,9 @@ async def devtools(chromium: str, tmp_path: Path, page: Path) -> AsyncIterator[D
                 yield tools
     finally:
         process.terminate()
-        await process.wait()
+        process.wait(timeout=30)
+        if process.stderr is not None:
+            process.stderr.close()
 
 
 async def test_a_click_on_a_row_shows_the_span(chromium: str, tmp_path: Path) -> None:
