@@ -139,36 +139,43 @@ async def test_lines_of_both_services_in_time_order(
     json_glob = str(json_lines.parent / "*.jsonl")
     # In a thread: the command runs its own event loop, as it does from a shell.
     argv = ["--file", str(spans), shop_id, "--logs", str(text), "--logs", json_glob]
-    code = await asyncio.to_thread(run, argv)
+    # Wide enough that no line is wrapped.
+    code = await asyncio.to_thread(run, [*argv, "--width", "1000"])
 
     out = capsys.readouterr().out
     assert code == EXIT_FOUND
     assert re.match(r"trace [0-9a-f]{32}  \(2 spans, service shop, stock\)", out)
-    logs = out.split("\nlog lines (", 1)[1].splitlines()
-    assert logs[0].startswith("6 in 2 files, in time order)")
+    assert "\nlog lines (6 in 2 files, each under the span it was written in)\n" in out
+    rows = out.splitlines()
     # JSON lines are shown as time, level, logger and message; a traceback below its line.
-    failed = next(i for i, line in enumerate(logs) if "ERROR svc.stock reservation failed" in line)
-    assert logs[failed + 1] == "    Traceback (most recent call last):"
-    assert "    LookupError: no stock in aisle 7" in logs[failed + 2 : failed + 6]
-    body = [line for line in logs[1:] if not line.startswith("    ")]
-    assert len(body) == 6
-    # Which file, which span, which line: in the order they were written.
-    expected = [
-        ("shop.log", "shop: GET /checkout", "checkout started"),
-        ("stock.jsonl", "stock: GET /reserve", "reserving 7"),
-        ("stock.jsonl", "stock: GET /reserve", "GET /reserve?item=7 HTTP/1.1"),
-        ("shop.log", "shop: GET /checkout", f"checkout done, stock request {stock_id}"),
-        ("shop.log", "shop: GET /checkout", "GET /checkout HTTP/1.1"),
+    failed = next(i for i, row in enumerate(rows) if "ERROR svc.stock reservation failed" in row)
+    assert rows[failed + 1].strip() == "Traceback (most recent call last):"
+    assert "LookupError: no stock in aisle 7" in [
+        row.strip() for row in rows[failed + 2 : failed + 6]
     ]
-    positions = []
-    for file_name, marker, words in expected:
-        index = next(
-            i
-            for i, line in enumerate(body)
-            if f"{file_name}:" in line and f"[{marker} (" in line and words in line
-        )
-        positions.append(index)
+    # Each line under the span it was written in, in the order they were written: shop's
+    # first line before the call to stock, stock's under stock's span, shop's last after it.
+    stock_row = next(i for i, row in enumerate(rows) if row.startswith("└─ GET /reserve  "))
+    expected = [
+        ("checkout started", "shop"),
+        ("reserving 7", "stock"),
+        ("GET /reserve?item=7 HTTP/1.1", "stock"),
+        (f"checkout done, stock request {stock_id}", "shop"),
+        ("GET /checkout HTTP/1.1", "shop"),
+    ]
+    positions = [next(i for i, row in enumerate(rows) if words in row) for words, _ in expected]
     assert positions == sorted(positions)
+    assert positions[0] < stock_row < positions[1]
+    # Under the child span, a line is drawn further in than the root's lines.
+    depth = {
+        service: {
+            len(rows[i]) - len(rows[i].lstrip(" │"))
+            for i, (_, s) in zip(positions, expected, strict=True)
+            if s == service
+        }
+        for service in ("shop", "stock")
+    }
+    assert min(depth["stock"]) > max(depth["shop"])
     for request_id in other_ids:
         assert request_id not in out
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
+from opentelemetry.exporter.otlp.json.file import FileSpanExporter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from otel_reqid_logging.lookup import parse_resource_spans
 from otel_reqid_logging.lookup._model import group_traces
@@ -123,3 +128,31 @@ def test_duplicate_spans_are_kept_once() -> None:
     (trace,) = group_traces(spans)
 
     assert len(trace.spans) == 1
+
+
+def test_events_as_the_sdk_exports_them(tmp_path: Path) -> None:
+    """A span's events (an exception recorded by the SDK, one added by hand) come out in
+    order with their times and attributes; a span without events has none."""
+    path = tmp_path / "spans.jsonl"
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(FileSpanExporter(path)))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("pay") as span:
+        span.add_event("retry", {"attempt": 2})
+        span.record_exception(ValueError("card <declined>"))
+    with tracer.start_as_current_span("quiet"):
+        pass
+    provider.shutdown()
+
+    spans = [
+        parsed
+        for line in path.read_text().splitlines()
+        for parsed in parse_resource_spans(json.loads(line)["resourceSpans"])
+    ]
+
+    pay, quiet = spans
+    assert [event.name for event in pay.events] == ["retry", "exception"]
+    assert pay.events[0].attributes == {"attempt": 2}
+    assert pay.events[1].attributes["exception.message"] == "card <declined>"
+    assert pay.start_ns <= pay.events[0].time_ns <= pay.events[1].time_ns <= pay.end_ns
+    assert quiet.events == ()

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import aiohttp
 from yarl import URL
@@ -16,10 +17,12 @@ from yarl import URL
 from .._options import SPANS_FILE_ENV, spans_file
 from ._backend import Backend, find
 from ._errors import COMMON_REASONS, BackendError, TraceNotFoundError
-from ._logs import LogFilesError, print_log_lines
+from ._html import render_html
+from ._logs import LogFilesError, find_log_lines, log_files, print_log_lines
 from ._model import Trace
 from ._query import Query, QueryError, parse_query, shown
-from ._render import render_trace
+from ._render import render_trace, terminal_for
+from ._waterfall import RequestLogs
 from ._window import parse_duration
 from .file import FileBackend
 from .jaeger import DEFAULT_JAEGER_URL, JaegerBackend
@@ -81,9 +84,7 @@ def run(argv: list[str] | None = None) -> int:
         return EXIT_BACKEND_ERROR
     # A link only where it leads somewhere: to the Jaeger searched, or to a UI named.
     jaeger = args.jaeger_url if args.backend == "jaeger" else None
-    _print(traces, query, jaeger_ui_url=args.jaeger_ui_url or jaeger)
-    with_logs(traces[0])
-    return EXIT_FOUND
+    return _print(traces, query, args, jaeger_ui_url=args.jaeger_ui_url or jaeger)
 
 
 def _checked_query(args: argparse.Namespace) -> Query:
@@ -241,7 +242,19 @@ def _parser(defaults: Mapping[str, object]) -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="PATH",
-        help="after the trace, print its log lines from these files (repeatable; globs)",
+        help="the request's log lines from these files, each under its span (repeatable; globs)",
+    )
+    parser.add_argument(
+        "--width",
+        type=_width,
+        metavar="N",
+        help="columns of the waterfall (default: $COLUMNS, else the terminal's, else 120)",
+    )
+    parser.add_argument(
+        "--html",
+        type=_html_path,
+        metavar="PATH",
+        help="also write the waterfall as one self-contained HTML page to PATH",
     )
     parser.set_defaults(**defaults, backend_given=False, named_stores=frozenset())
     return parser
@@ -307,8 +320,51 @@ async def _lookup(args: argparse.Namespace, query: Query) -> list[Trace]:
         return await find(backend, query)
 
 
-def _print(traces: list[Trace], query: Query, *, jaeger_ui_url: str | None) -> None:
-    print(render_trace(traces[0], jaeger_ui_url=jaeger_ui_url), end="")
+def _width(text: str) -> int:
+    try:
+        width = int(text)
+    except ValueError:
+        width = 0
+    if not 40 <= width <= 1000:
+        raise argparse.ArgumentTypeError("expected columns between 40 and 1000")
+    return width
+
+
+def _html_path(text: str) -> Path:
+    """A file to write: its directory must exist now, before the lookup runs."""
+    path = Path(text)
+    if path.is_dir() or not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write a file at {text!r}")
+    return path
+
+
+def _print(
+    traces: list[Trace], query: Query, args: argparse.Namespace, *, jaeger_ui_url: str | None
+) -> int:
+    """The waterfall of the newest trace (its log lines on it with --logs); --html too."""
+    logs = None
+    if args.logs:
+        try:
+            paths = log_files(args.logs)
+            lines, left_out = find_log_lines(paths, traces[0], query)
+        except LogFilesError as error:
+            print(f"{PROG}: error: {error}", file=sys.stderr)
+        else:
+            logs = RequestLogs(lines, left_out, len(paths))
+    terminal = terminal_for(sys.stdout, os.environ, args.width)
+    text = render_trace(traces[0], jaeger_ui_url=jaeger_ui_url, logs=logs, terminal=terminal)
+    print(text, end="")
     if len(traces) > 1:
         others = ", ".join(trace.trace_id for trace in traces[1:])
         print(f"\n{len(traces) - 1} older trace(s) also match {query.describe()}: {others}")
+    if args.html is not None:
+        page = render_html(traces[0], jaeger_ui_url=jaeger_ui_url, logs=logs)
+        try:
+            args.html.write_text(page, encoding="utf-8")
+        except OSError as error:
+            print(
+                f"{PROG}: error: cannot write {str(args.html)!r}: {error.strerror}", file=sys.stderr
+            )
+            return EXIT_USAGE
+        print(f"\nHTML page: {args.html}")
+    return EXIT_FOUND

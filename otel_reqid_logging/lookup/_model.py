@@ -12,6 +12,7 @@ __all__ = [
     "REQUEST_ID_ATTRIBUTE",
     "AttributeValue",
     "Span",
+    "SpanEvent",
     "Trace",
     "group_traces",
     "parse_resource_spans",
@@ -29,6 +30,15 @@ _STATUSES = {0: "UNSET", 1: "OK", 2: "ERROR"}
 
 
 @dataclass(frozen=True)
+class SpanEvent:
+    """Something that happened at one moment of a span (an exception, a retry)."""
+
+    name: str
+    time_ns: int
+    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Span:
     """One span, as much of it as a person needs to read a trace."""
 
@@ -43,6 +53,7 @@ class Span:
     kind: str | None = None
     service: str | None = None
     attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+    events: tuple[SpanEvent, ...] = ()
 
     @property
     def duration_ms(self) -> float:
@@ -115,6 +126,17 @@ def _span(raw: dict[str, Any], service: str | None) -> Span:
         status_message=str(status.get("message", "")),
         kind=_enum(raw.get("kind", 0), _KINDS, "SPAN_KIND_") or None,
         service=service,
+        attributes=_attributes(raw.get("attributes")),
+        events=tuple(
+            _event(_dict(event, "event")) for event in _list(raw.get("events") or [], "events")
+        ),
+    )
+
+
+def _event(raw: dict[str, Any]) -> SpanEvent:
+    return SpanEvent(
+        name=str(raw.get("name", "")),
+        time_ns=int(raw.get("timeUnixNano", 0)),
         attributes=_attributes(raw.get("attributes")),
     )
 
