@@ -20,8 +20,16 @@ DEMO = str(BIN / "otel-reqid-logging")
 
 
 def _demo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    # A wide terminal, so that the waterfall's name column cuts no span name short.
+    env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run(
-        [DEMO, "demo", *args], capture_output=True, text=True, check=False, timeout=120, cwd=cwd
+        [DEMO, "demo", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        cwd=cwd,
+        env=env,
     )
 
 
@@ -57,8 +65,10 @@ def test_the_failing_request_is_shown_across_both_services(tmp_path: Path) -> No
     for span in ("POST /orders/{order}/pay", "SELECT cart", "charge card", "POST /charges"):
         assert span in looked_up
     assert "POST provider /v1/charges" in looked_up
-    assert "demo-shop.log:" in looked_up
-    assert "demo-payment.log:" in looked_up
+    # The lines of both log files, drawn under their spans.
+    assert "log lines (" in looked_up
+    assert "in 2 files" in looked_up
+    assert "paying order 1001" in looked_up
     assert "charging card for order 1001" in looked_up
     assert "ConnectionError: card provider timed out for order 1001" in looked_up
     # Only the failing request's lines: the other orders' are not shown.
