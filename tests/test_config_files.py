@@ -11,6 +11,7 @@ import copy
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -222,9 +223,12 @@ def test_the_collector_runs_the_config_without_deprecation_warnings(
     with running_collector(
         jaeger=jaeger_server, logs_endpoint=logs_backend.url, workdir=tmp_path, config=config
     ) as collector:
-        log = collector.log_path.read_text()
+        # Its receivers answer a moment before it logs that it has started everything.
+        deadline = time.monotonic() + 10
+        while "Everything is ready" not in (log := collector.log_path.read_text()):
+            assert time.monotonic() < deadline, log
+            time.sleep(0.1)
 
-    assert "Everything is ready" in log
     if exporter == "otlp_grpc/jaeger":
         assert "deprecated" not in log.lower(), log
     else:
