@@ -25,7 +25,7 @@ from opentelemetry import trace
 
 from ._client import client_trace_config
 from ._extras import MissingExtraError
-from .export import configure_tracing
+from .export import configure_log_export, configure_tracing
 from .instrumentor import RequestIdInstrumentor
 from .lookup._cli import run as run_lookup
 from .records import LOG_FORMAT
@@ -275,8 +275,9 @@ def run_demo(spans_file: Path, *, out: TextIO = sys.stdout) -> int:
 
 
 def serve(*, host: str, port: int, spans_file: Path | None = None) -> None:
-    """Serve the shop until interrupted, exporting to ``spans_file`` when given, else
-    where the OTEL_* variables say."""
+    """Serve the shop until interrupted, exporting spans to ``spans_file`` when given,
+    else where the OTEL_* variables say; log records go where they say too (over OTLP when
+    an endpoint is configured, as in docker-compose.yml), besides the lines on stderr."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     exporter = None
     if spans_file is not None:
@@ -284,9 +285,12 @@ def serve(*, host: str, port: int, spans_file: Path | None = None) -> None:
 
         exporter = SpansFileExporter(spans_file)
     provider = configure_tracing(service_name=SERVICE_NAME, exporter=exporter)
+    log_export = configure_log_export(service_name=SERVICE_NAME)
     try:
         web.run_app(make_app(provider), host=host, port=port)
     finally:
+        if log_export is not None:
+            log_export.shutdown()
         provider.shutdown()
 
 

@@ -1,4 +1,5 @@
-"""A tracer provider whose spans go to a collector (OTLP) or, by default, to a local file.
+"""A tracer provider whose spans go to a collector (OTLP) or, by default, to a local file;
+and, when asked for, log records that go to the collector too.
 
 One call, :func:`configure_tracing`, builds an SDK ``TracerProvider`` from the standard
 ``OTEL_*`` environment variables:
@@ -18,6 +19,11 @@ SDK itself reads the rest (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``,
 The SDK and the local file exporter come with the ``sdk`` extra, the OTLP exporters with
 ``export`` and ``grpc``; each is imported only when used, and a missing one fails with a
 line naming its extra.
+
+Another, :func:`configure_log_export`, sends the records of a logger (the root logger by
+default), with the ids this library puts on them, over OTLP as ``OTEL_LOGS_EXPORTER``
+(``otlp`` or ``none``; unset, ``otlp`` when an OTLP endpoint is configured) and
+``OTEL_EXPORTER_OTLP_[LOGS_]ENDPOINT`` / ``_PROTOCOL`` say.
 """
 
 # The exporters are imported where they are chosen: the OTLP ones are optional extras.
@@ -38,11 +44,13 @@ from ._options import spans_file
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import LogRecordExporter
     from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.sdk.trace.sampling import Sampler
 
-__all__ = ["configure_tracing"]
+__all__ = ["LogExport", "configure_log_export", "configure_tracing"]
 
 ExporterName = Literal["otlp", "otel_reqid_file", "otlp_json_file", "console", "none"]
 OtlpProtocol = Literal["http/protobuf", "grpc"]
@@ -268,3 +276,142 @@ def configure_tracing(
     if set_global:
         trace.set_tracer_provider(provider)
     return provider
+
+
+# -- Log records -------------------------------------------------------------------------
+
+LogsExporterName = Literal["otlp", "none"]
+_LOGS_EXPORTERS: tuple[LogsExporterName, ...] = ("otlp", "none")
+
+
+@dataclass(frozen=True)
+class _LogExportSettings:
+    """Whether and how to send log records, read once by :func:`_read_log_export_settings`."""
+
+    exporter: LogsExporterName
+    protocol: OtlpProtocol
+
+
+def _read_log_export_settings(environ: Mapping[str, str] | None = None) -> _LogExportSettings:
+    """Read ``OTEL_LOGS_EXPORTER`` and the OTLP endpoint and protocol (logs' own first).
+
+    Raises ``ValueError`` naming the variable when a value is not one we support.
+    """
+    env = os.environ if environ is None else environ
+    endpoint = env.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    requested = env.get("OTEL_LOGS_EXPORTER", "").split(",")[0].strip().lower()
+    named_protocol = _PROTOCOL_BY_EXPORTER.get(requested)
+    exporter = "otlp" if named_protocol else requested or ("otlp" if endpoint else "none")
+    if exporter not in _LOGS_EXPORTERS:
+        raise ValueError(
+            f"OTEL_LOGS_EXPORTER={requested!r} is not supported here; "
+            f"use one of {', '.join(_LOGS_EXPORTERS)}"
+        )
+    protocol_var = (
+        "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"
+        if env.get("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL")
+        else "OTEL_EXPORTER_OTLP_PROTOCOL"
+    )
+    protocol = named_protocol or env.get(protocol_var, "").strip().lower() or "http/protobuf"
+    if protocol not in _PROTOCOLS:
+        raise ValueError(
+            f"{protocol_var}={protocol!r} is not supported; use one of {', '.join(_PROTOCOLS)}"
+        )
+    return _LogExportSettings(exporter=exporter, protocol=protocol)
+
+
+def _build_log_exporter(protocol: OtlpProtocol) -> LogRecordExporter:
+    # The OTLP log exporters read the endpoint, headers, compression and timeout from the
+    # OTEL_EXPORTER_OTLP_[LOGS_]* variables themselves.
+    if protocol == "grpc":
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import (
+                OTLPLogExporter as GrpcLogExporter,
+            )
+        except ImportError as error:
+            raise MissingExtraError("OTLP over gRPC", "grpc", error) from None
+        return GrpcLogExporter()
+    try:
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import (
+            OTLPLogExporter as HttpLogExporter,
+        )
+    except ImportError as error:
+        raise MissingExtraError("OTLP over HTTP", "export", error) from None
+    return HttpLogExporter()
+
+
+def _not_opentelemetry(record: logging.LogRecord) -> bool:
+    """Keep OpenTelemetry's own records (a failed export, say) out of the export, where a
+    collector that is down would be sent news of its own absence, and fail again."""
+    return not (record.name == "opentelemetry" or record.name.startswith("opentelemetry."))
+
+
+def _logging_handler(provider: LoggerProvider) -> logging.Handler:
+    """OpenTelemetry's logging handler: opentelemetry-instrumentation-logging's where it is
+    installed, else the SDK's own (deprecated there in its favour, and otherwise the same)."""
+    try:
+        from opentelemetry.instrumentation.logging.handler import LoggingHandler
+    except ImportError:
+        import warnings
+
+        from opentelemetry.sdk._logs import LoggingHandler as SdkLoggingHandler
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return SdkLoggingHandler(logger_provider=provider)
+    return LoggingHandler(logger_provider=provider)
+
+
+@dataclass(frozen=True)
+class LogExport:
+    """Log records on their way out: the provider, and the handler that feeds it."""
+
+    provider: LoggerProvider
+    #: OpenTelemetry's logging handler, attached to ``logger``.
+    handler: logging.Handler
+    logger: logging.Logger
+
+    def shutdown(self) -> None:
+        """Detach the handler, then export what is still queued (bounded by the timeout)."""
+        self.logger.removeHandler(self.handler)
+        self.provider.shutdown()
+
+
+def configure_log_export(
+    *,
+    service_name: str | None = None,
+    exporter: LogRecordExporter | None = None,
+    logger: logging.Logger | None = None,
+    level: int = logging.NOTSET,
+) -> LogExport | None:
+    """Send the records of ``logger`` (default: the root logger) over OTLP, batched.
+
+    Each exported record carries its trace and span ids, and as attributes the ids this
+    library puts on records (``request_id``, ``trace_id``, ...) when its record factory is
+    installed. ``exporter`` replaces the one the environment selects. Returns None, and
+    attaches nothing, when ``OTEL_LOGS_EXPORTER`` is ``none`` or, unset, when no OTLP
+    endpoint is configured. ``service_name`` overrides ``OTEL_SERVICE_NAME``; the SDK reads
+    ``OTEL_RESOURCE_ATTRIBUTES`` and the batching variables ``OTEL_BLRP_*``. Records of
+    OpenTelemetry's own loggers are not exported. Call :meth:`LogExport.shutdown` at exit.
+    """
+    try:
+        from opentelemetry.sdk._logs import LoggerProvider
+        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    except ImportError as error:
+        raise MissingExtraError("configure_log_export", "sdk", error) from None
+
+    if exporter is None:
+        settings = _read_log_export_settings()
+        if settings.exporter == "none":
+            return None
+        exporter = _build_log_exporter(settings.protocol)
+    attributes = {SERVICE_NAME: service_name} if service_name is not None else {}
+    provider = LoggerProvider(resource=Resource.create(attributes))
+    provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+    handler = _logging_handler(provider)
+    handler.setLevel(level)
+    handler.addFilter(_not_opentelemetry)
+    target = logger or logging.getLogger()
+    target.addHandler(handler)
+    return LogExport(provider=provider, handler=handler, logger=target)

@@ -1,8 +1,9 @@
 """OpenTelemetry's log export: every exported record of a request carries the request's span.
 
 In code with the SDK's ``LoggingHandler`` and with the handler of
-opentelemetry-instrumentation-logging, and under ``opentelemetry-instrument`` with the
-handler it attaches itself.
+opentelemetry-instrumentation-logging, under ``opentelemetry-instrument`` with the
+handler it attaches itself, and with ``configure_log_export``, as the compose demo runs
+it: through the OpenTelemetry Collector to the log store.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+import urllib.request
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from aiohttp import web
@@ -26,8 +30,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from pytest_aiohttp import AiohttpServer
 
 from otel_reqid_logging import RequestIdAccessLogger, RequestIdInstrumentor, RequestIdMiddleware
+from otel_reqid_logging.lookup._cli import EXIT_FOUND, EXIT_NOT_FOUND, run
 from tests.subprocess_app import BIN, run_app_process
 from tests.test_zero_code import drive, server_spans
+from tests.tools import JaegerServer, OtelCollector
+
+if TYPE_CHECKING:
+    from tests.otlp_logs_sink import OtlpLogsSink
 
 shop_log = logging.getLogger("tests.shop")
 
@@ -209,3 +218,62 @@ def test_opentelemetry_instrument_exports_records_with_the_request_span(
     entries = exported_logs(app.output)
     assert entries, "\n".join(app.output)
     assert_every_record_has_its_span(entries, request_ids, spans)
+
+
+def test_compose_demo_records_reach_the_log_store_through_the_collector(
+    otel_collector: OtelCollector,
+    logs_backend: OtlpLogsSink,
+    jaeger_server: JaegerServer,
+    no_otel_environment: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`otel-reqid-logging demo --serve` configured as docker-compose.yml configures it
+    (only OTEL_SERVICE_NAME and OTEL_EXPORTER_OTLP_ENDPOINT, the collector's): the records
+    of one request, its access line included, reach the log store through the collector's
+    logs pipeline, each carrying the request's ids, the same ids as on the demo's own
+    lines; and the trace they name is in Jaeger. (The log store is the loopback stand-in
+    tests.otlp_logs_sink: what it shows is what the collector passes on to Loki.)"""
+    env = {
+        "OTEL_SERVICE_NAME": "otel-reqid-demo",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otel_collector.otlp_http_endpoint,
+        # Sooner than the default 1 s and 5 s, so the test waits less.
+        "OTEL_BLRP_SCHEDULE_DELAY": "100",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+    demo = f'exec "{BIN / "otel-reqid-logging"}" demo --serve --host 127.0.0.1 --port "$PORT"'
+    with run_app_process(["sh", "-c", demo], env) as app:
+        url = f"{app.url}/orders/1001"
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (loopback)
+            request_id = response.headers["X-Request-ID"]
+        access = '"GET /orders/1001 HTTP/1.1" 200'
+        # The access line is the request's last record: once it is in, all are.
+        logs_backend.wait_for(
+            lambda r: r.attributes.get("request_id") == request_id and access in r.body
+        )
+
+    received = [r for r in logs_backend.records if r.attributes.get("request_id") == request_id]
+    handler_lines = sorted(r.body for r in received if access not in r.body)
+    assert handler_lines == ["loading order 1001", "order 1001 has 3 items"], received
+    assert len(received) == 3, received
+    (trace_id,) = {r.trace_id for r in received}
+    assert trace_id != "0" * 32
+    for record in received:
+        assert record.service == "otel-reqid-demo"
+        assert record.attributes["trace_id"] == trace_id
+        assert record.attributes["requestIdPrefix"] == f"[req:{request_id}] "
+        assert record.span_id != "0" * 16
+    # The demo's own lines (stderr) show the same ids as the records the store got.
+    (line,) = [line for line in app.output if "loading order 1001" in line]
+    assert f"[req:{request_id} trace:{trace_id}] loading order 1001" in line, app.output
+
+    # The trace the records name is in Jaeger, through the same collector.
+    argv = ["--backend", "jaeger", "--jaeger-url", jaeger_server.query_url]
+    argv += ["--service", "otel-reqid-demo", request_id]
+    deadline = time.monotonic() + 15
+    while (code := run(argv)) == EXIT_NOT_FOUND and time.monotonic() < deadline:
+        capsys.readouterr()
+        time.sleep(0.3)
+    out, err = capsys.readouterr()
+    assert code == EXIT_FOUND, err
+    assert f"trace {trace_id}  (" in out, out
+    assert f"SERVER  request.id={request_id}" in out, out

@@ -1,5 +1,5 @@
-"""Spans and logs over real wires: the repository's collector config run by Jaeger's binary
--> Jaeger, rotel -> Phoenix, the span file, a dead collector.
+"""Spans and logs over real wires: the repository's collector config run by the
+OpenTelemetry Collector -> Jaeger, rotel -> Phoenix, the span file, a dead collector.
 
 The collector-fault tests point the exporter at a loopback port that refuses connections
 (collector down) or accepts them and never answers (collector hung), and check what the
@@ -182,7 +182,7 @@ async def test_request_trace_reaches_jaeger_through_the_collector(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """App -> the repository's collector config (run by Jaeger's binary) -> Jaeger: the
+    """App -> the repository's collector config (on the OpenTelemetry Collector) -> Jaeger: the
     response's X-Request-ID finds, with `lookup`, the request's SERVER span."""
     endpoint = (
         otel_collector.otlp_http_endpoint

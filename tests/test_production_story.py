@@ -2,10 +2,11 @@
 
 gunicorn with aiohttp's worker and 3 workers, set up by the library's gunicorn recipe:
 JSON log lines to a file, spans over OTLP to the repository's collector config (run by
-Jaeger's binary), on to a real Jaeger. 300 requests (after a few that wait for every
-worker to be up), in waves of 150 at once; one worker is SIGKILLed while it holds some
-of them. Then lines picked at random from the file are pasted into
-`otel-reqid-logging lookup --backend jaeger`, which must find each line's trace.
+the OpenTelemetry Collector built from its own modules), on to a real Jaeger. 300
+requests (after a few that wait for every worker to be up), in waves of 150 at once; one
+worker is SIGKILLed while it holds some of them. Then lines picked at random from the
+file are pasted into `otel-reqid-logging lookup --backend jaeger`, which must find each
+line's trace.
 """
 
 from __future__ import annotations

