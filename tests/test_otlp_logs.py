@@ -253,8 +253,12 @@ def test_compose_demo_records_reach_the_log_store_through_the_collector(
 
     received = [r for r in logs_backend.records if r.attributes.get("request_id") == request_id]
     handler_lines = sorted(r.body for r in received if access not in r.body)
-    assert handler_lines == ["loading order 1001", "order 1001 has 3 items"], received
-    assert len(received) == 3, received
+    assert handler_lines == [
+        "loading order 1001",
+        "order 1001 has 3 items",
+        "reading order 1001 from the orders table",
+    ], received
+    assert len(received) == 4, received
     (trace_id,) = {r.trace_id for r in received}
     assert trace_id != "0" * 32
     for record in received:
