@@ -97,7 +97,7 @@ def test_demo_shows_lines_and_finds_the_failing_request(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    failing = re.search(r"ERROR \S+ \[req:(\S+) trace:([0-9a-f]{32})\] Unhandled exception", out)
+    failing = re.search(r"ERROR \S+ \[req:(\S+) trace:([0-9a-f]{32})\] Error handling request", out)
     assert failing is not None, out
     request_id, trace_id = failing.groups()
     assert out.count(f"[req:{request_id} trace:{trace_id}]") >= 3
