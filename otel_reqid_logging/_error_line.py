@@ -29,7 +29,6 @@ from ._context import RequestIds, _ids, request_id
 from .sentry import _scope_again
 
 __all__ = [
-    "ids_of_exception",
     "register_carrier",
     "remove_error_line_filters",
     "watch_server_logger",
@@ -81,12 +80,6 @@ def _request_of_exception(exception: BaseException | None) -> _FailedRequest | N
             traceback = traceback.tb_next
         exception = exception.__cause__ or exception.__context__
     return None
-
-
-def ids_of_exception(exception: BaseException | None) -> RequestIds | None:
-    """Return the ids of the request an exception escaped from, or None."""
-    found = _request_of_exception(exception)
-    return None if found is None else found.ids
 
 
 def _hand_on(logger: logging.Logger, record: logging.LogRecord, failed: _FailedRequest) -> None:

@@ -125,18 +125,18 @@ def _request_scope(ids: RequestIds) -> AbstractContextManager[None] | None:
     nothing to enter: Sentry is not initialized, its scope is already the request's, or
     the hook failed (then the request runs untagged).
     """
+    sdk = sys.modules.get("sentry_sdk")
+    if sdk is None:
+        return None  # the common case without Sentry: no call further
     try:
-        scope = _sentry_scope(ids)
+        scope = _sentry_scope(sdk, ids)
     except Exception:
         _logger.debug("Sentry tags not set for this request", exc_info=True)
         return None
     return None if scope is None else _Guarded(scope)
 
 
-def _sentry_scope(ids: RequestIds) -> AbstractContextManager[None] | None:
-    sdk = sys.modules.get("sentry_sdk")
-    if sdk is None:
-        return None
+def _sentry_scope(sdk: ModuleType, ids: RequestIds) -> AbstractContextManager[None] | None:
     if not hasattr(sdk, "get_client"):
         return _request_scope_1x(sdk, ids)
     client = sdk.get_client()
