@@ -144,7 +144,8 @@ def watch_server_logger(protocol: object) -> None:
     """
     logger = getattr(protocol, "logger", None)
     if isinstance(logger, logging.Logger) and _FILTER not in logger.filters:
-        logger.addFilter(_FILTER)
+        # First, so that the logger's other filters run once, on the record handed on.
+        logger.filters.insert(0, _FILTER)
         _filtered.add(logger)
 
 

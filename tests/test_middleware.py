@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 
 import pytest
-from aiohttp import ClientPayloadError, ClientResponse, WSMsgType, web
+from aiohttp import ClientPayloadError, ClientResponse, ClientSession, WSMsgType, web
 from aiohttp.test_utils import TestClient
 from aiohttp.typedefs import Handler, Middleware
 from opentelemetry.sdk.trace import TracerProvider
@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Decision, Sampler, SamplingResult
 from opentelemetry.trace import SpanKind, StatusCode
-from pytest_aiohttp import AiohttpClient
+from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from otel_reqid_logging import (
     REQUEST_ID_KEY,
@@ -328,6 +328,60 @@ async def test_unhandled_exception_is_aiohttps_to_answer(
     assert attributes["error.type"] == "ZeroDivisionError"
     assert [e.name for e in span.events] == ["exception"]
     assert dict(span.events[0].attributes or {})["exception.type"] == "ZeroDivisionError"
+
+
+async def test_other_filters_of_aiohttps_logger_see_its_line_once_in_the_request(
+    aiohttp_client: AiohttpClient, log_lines: LineCollector
+) -> None:
+    """aiohttp's error line is handed to its logger's filters and handlers once, with the
+    failed request's ids in effect (current_request_id() answers there)."""
+    seen: list[tuple[str, str | None]] = []
+
+    class Watching(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            seen.append((record.getMessage(), current_request_id()))
+            return True
+
+    server_logger = logging.getLogger("aiohttp.server")
+    watching = Watching()
+    server_logger.addFilter(watching)
+    try:
+        response, _ = await answers_of(aiohttp_client, crash, [RequestIdMiddleware()])
+    finally:
+        server_logger.removeFilter(watching)
+    assert response.status == 500
+    (hello_record,) = [r for r in log_lines.records if r.name == "tests.app"]
+    assert seen == [("Error handling request from 127.0.0.1", vars(hello_record)["request_id"])]
+    assert len(error_lines(log_lines)) == 1
+    assert current_request_id() is None
+
+
+async def test_a_server_logger_outside_the_logging_tree_still_gets_the_ids(
+    aiohttp_server: AiohttpServer, log_lines: LineCollector
+) -> None:
+    """A server given a Logger that logging.getLogger() does not know: its error line
+    cannot be handed on, and goes out once as it is, with the ids on the record."""
+    lines: list[logging.LogRecord] = []
+    server_logger = logging.Logger("tests.unregistered")
+    server_logger.addHandler(CollectingHandler(lines))
+    app = web.Application(middlewares=[RequestIdMiddleware()])
+    app.router.add_get("/", crash)
+    server = await aiohttp_server(app, logger=server_logger)
+    async with ClientSession() as session, session.get(server.make_url("/")) as response:
+        assert response.status == 500
+    (hello_record,) = [r for r in log_lines.records if r.name == "tests.app"]
+    (error,) = lines
+    assert error.getMessage() == "Error handling request from 127.0.0.1"
+    assert vars(error)["request_id"] == vars(hello_record)["request_id"] != "-"
+
+
+class CollectingHandler(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__()
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 async def test_answer_to_a_crash_without_the_signal(
