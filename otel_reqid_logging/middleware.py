@@ -344,17 +344,21 @@ def _failed(
     Only on a span of our own: an outer middleware's span sees the exception itself.
     aiohttp answers 504 for a timeout and 500 for anything else. The filter that puts
     the ids on aiohttp's error line is put on its logger here, the first time it is needed.
+    It never raises: whatever happens here, the handler's exception goes on as it is.
     """
-    watch_server_logger(getattr(request, "protocol", None))
-    if own_span is None:
-        return
-    if isinstance(exception, asyncio.TimeoutError):
-        own_span.responded(504)
-    else:
-        own_span.failed(exception)
-    if span.is_recording():
-        span.record_exception(exception)
-        span.set_status(Status(StatusCode.ERROR, type(exception).__name__))
+    try:
+        watch_server_logger(getattr(request, "protocol", None))
+        if own_span is None:
+            return
+        if isinstance(exception, asyncio.TimeoutError):
+            own_span.responded(504)
+        else:
+            own_span.failed(exception)
+        if span.is_recording():
+            span.record_exception(exception)
+            span.set_status(Status(StatusCode.ERROR, type(exception).__name__))
+    except Exception:  # noqa: S110
+        pass  # the span misses what it could not take; the exception is not replaced
 
 
 def _new_id(bits: int, invalid: int) -> int:
