@@ -70,6 +70,8 @@ class RequestIdMiddleware:
     request, or starts one itself; then it stores the ids on the request, in
     ContextVars for the log record factory, on the span (``request.id``) and in the
     response header. Added twice, or to nested applications, it works once per request.
+    It changes nothing else: an exception from the handler goes on as it is, to outer
+    middlewares, aiohttp and Sentry.
     """
 
     __middleware_version__ = 1  # what ``@web.middleware`` marks: the new-style signature
@@ -77,9 +79,11 @@ class RequestIdMiddleware:
     def __init__(self, **options: Unpack[MiddlewareOptions]) -> None:
         """Configure the middleware; docs/options.md describes each option.
 
-        Environment variables (``OTEL_REQID_*``, and the excluded URLs of
-        ``OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS`` / ``OTEL_PYTHON_EXCLUDED_URLS``) give
-        the defaults, as for the instrumentor; keyword options override them.
+        Environment variables (``OTEL_REQID_*``) give the defaults, as for the
+        instrumentor; keyword options override them. OpenTelemetry's excluded-URL
+        variables (``OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS`` /
+        ``OTEL_PYTHON_EXCLUDED_URLS``) always apply, as to OpenTelemetry's
+        instrumentations: no span, and so no ids and no header.
         ``header_name`` names the response header carrying the request id (None turns
         it off). ``meter_provider`` records the HTTP server metrics of the requests whose
         span this middleware starts (default: the global provider, once it is set).
@@ -89,8 +93,11 @@ class RequestIdMiddleware:
         its id (and reuse another request's), so turn it on only behind a trusted proxy
         that sets the header itself. ``sentry`` tags Sentry
         events with the ids: True, False, or None to do so when sentry_sdk is
-        initialized. ``excluded_urls`` (regexes) leaves matching requests alone;
-        ``traceresponse`` sends the W3C ``traceresponse`` header.
+        initialized. ``excluded_urls`` (regexes) leaves matching requests alone (no
+        span, no ids, no access line); ``traceresponse`` sends the W3C ``traceresponse``
+        header. An exception from the handler is recorded on the span and goes on
+        unchanged; for the header on the answer aiohttp then builds (and on streamed
+        responses), register ``on_response_prepare`` on the app.
         """
         self._configure(resolve_options(options, middleware_only=True))
 
