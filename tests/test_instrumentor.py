@@ -489,7 +489,9 @@ async def test_without_aiohttps_private_middleware_chain_the_ids_stay_right(
     assert body == header
     assert header is not None
     server_spans = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
-    assert len(server_spans) == 2  # the cost of the fallback: OpenTelemetry's second span
+    # The cost of the fallback: a second span from OpenTelemetry's middleware in the
+    # sub-application (the lowest versions tested start none there).
+    assert len(server_spans) in {1, 2}
     (carrier,) = [s for s in server_spans if dict(s.attributes or {}).get("request.id")]
     assert dict(carrier.attributes or {})["request.id"] == header
     assert carrier.parent is None  # the outer one: the request's span
