@@ -45,9 +45,16 @@ def main() -> None:
         # OpenTelemetry span. Its own propagator reads only `sentry-trace` headers;
         # turned off, the W3C `traceparent` of callers keeps continuing their traces.
         # Leave traces_sample_rate unset: Sentry's own tracing would take precedence.
-        integrations=[OTLPIntegration(setup_propagator=False)],
+        # With capture_exceptions, an unhandled exception is captured where the
+        # middleware records it on the request's span, so its event is on that trace too
+        # (Sentry's aiohttp integration, outside every middleware, no longer sees the
+        # span; its duplicate event is dropped).
+        integrations=[OTLPIntegration(setup_propagator=False, capture_exceptions=True)],
     )
-    app = web.Application(middlewares=[RequestIdMiddleware()])
+    middleware = RequestIdMiddleware()
+    app = web.Application(middlewares=[middleware])
+    # The X-Request-ID header on answers aiohttp makes itself (the 500 of /fail).
+    app.on_response_prepare.append(middleware.on_response_prepare)
     app.router.add_get("/", hello)
     app.router.add_get("/fail", fail)
     web.run_app(

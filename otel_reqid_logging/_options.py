@@ -25,11 +25,14 @@ __all__ = [
     "DEFAULT_HEADER_NAME",
     "DEFAULT_SPANS_FILE",
     "ENVIRONMENT_VARIABLES",
+    "EXCLUDED_URLS_ENV",
     "SPANS_FILE_ENV",
     "MiddlewareOptions",
     "Options",
     "compile_patterns",
     "header_from_environment",
+    "otel_exclude_list",
+    "otel_excluded_url_patterns",
     "resolve_options",
     "spans_file",
 ]
@@ -37,7 +40,10 @@ __all__ = [
 DEFAULT_HEADER_NAME = "X-Request-ID"
 SPANS_FILE_ENV = "OTEL_REQID_SPANS_FILE"
 DEFAULT_SPANS_FILE = "spans.jsonl"
-_EXCLUDED_URLS_ENV = ("OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS")
+EXCLUDED_URLS_ENV = "OTEL_REQID_EXCLUDED_URLS"
+# OpenTelemetry's: the aiohttp-server variable when it is set at all, else the general one.
+_OTEL_EXCLUDED_URLS_ENV = "OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS"
+_OTEL_GENERAL_EXCLUDED_URLS_ENV = "OTEL_PYTHON_EXCLUDED_URLS"
 
 # Name -> what it sets; docs/options.md's table is this one (a test compares them).
 ENVIRONMENT_VARIABLES = {
@@ -46,14 +52,17 @@ ENVIRONMENT_VARIABLES = {
     "OTEL_REQID_ADOPT_INCOMING_ID": "'true' keeps a client's allowlisted X-Request-ID",
     "OTEL_REQID_SENTRY": "'true', 'false' or 'auto' (default): tag Sentry events",
     "OTEL_REQID_TRACERESPONSE": "'true' sends the W3C traceresponse header (default false)",
-    "OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS": "comma-separated regexes of URLs to leave alone",
-    "OTEL_PYTHON_EXCLUDED_URLS": "the same, when the aiohttp-server variable is unset or empty",
+    EXCLUDED_URLS_ENV: "comma-separated regexes of URLs to leave alone (no span, no access line)",
+    _OTEL_EXCLUDED_URLS_ENV: "comma-separated regexes of URLs that get no span (OpenTelemetry's)",
+    _OTEL_GENERAL_EXCLUDED_URLS_ENV: "the same, when the aiohttp-server variable is unset",
     SPANS_FILE_ENV: f"the local span file (default {DEFAULT_SPANS_FILE})",
 }
 
 # RFC 9110 token characters: anything else cannot be a header name.
 _HEADER_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _INSTRUMENTOR_ONLY = frozenset({"record_factory", "access_log"})
+# Set from the environment alone, never by a keyword option.
+_ENVIRONMENT_ONLY = frozenset({"otel_excluded_urls"})
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -61,7 +70,9 @@ class Options:
     """How the middleware behaves, and what ``RequestIdInstrumentor`` sets up.
 
     ``excluded_urls`` is normalized to a tuple of patterns; the compiled matcher is
-    ``url_excluded`` (None when nothing is excluded).
+    ``url_excluded`` (None when nothing is excluded). ``otel_excluded_urls`` holds the
+    patterns of OpenTelemetry's excluded-URL variables, as OpenTelemetry splits them;
+    ``url_untraced`` matches them as OpenTelemetry does (None when there are none).
     """
 
     tracer_provider: TracerProvider | None = None
@@ -76,7 +87,11 @@ class Options:
     traceresponse: bool = False
     record_factory: bool = True
     access_log: bool = True
+    otel_excluded_urls: tuple[str, ...] = ()
     url_excluded: Callable[[str], bool] | None = dataclasses.field(
+        init=False, default=None, repr=False, compare=False
+    )
+    url_untraced: Callable[[str], bool] | None = dataclasses.field(
         init=False, default=None, repr=False, compare=False
     )
 
@@ -119,6 +134,11 @@ class Options:
         patterns = _patterns(self.excluded_urls, "excluded_urls")
         object.__setattr__(self, "excluded_urls", patterns)
         object.__setattr__(self, "url_excluded", compile_patterns(patterns, "excluded_urls"))
+        otel_patterns = tuple(self.otel_excluded_urls)
+        object.__setattr__(self, "otel_excluded_urls", otel_patterns)
+        object.__setattr__(
+            self, "url_untraced", otel_exclude_list(otel_patterns, "otel_excluded_urls")
+        )
 
 
 class MiddlewareOptions(TypedDict, total=False):
@@ -136,7 +156,9 @@ class MiddlewareOptions(TypedDict, total=False):
     traceresponse: bool
 
 
-_FIELDS = frozenset(field.name for field in dataclasses.fields(Options) if field.init)
+_FIELDS = (
+    frozenset(field.name for field in dataclasses.fields(Options) if field.init) - _ENVIRONMENT_ONLY
+)
 _MIDDLEWARE_FIELDS = _FIELDS - _INSTRUMENTOR_ONLY
 
 
@@ -189,6 +211,40 @@ def compile_patterns(patterns: tuple[str, ...], source: str) -> Callable[[str], 
     return lambda text: search(text) is not None
 
 
+def otel_excluded_url_patterns(raw: str) -> tuple[str, ...]:
+    """Split an excluded-URL variable as OpenTelemetry's ``parse_excluded_urls`` does.
+
+    Every comma-separated item, stripped, empty ones included: OpenTelemetry joins them
+    with ``|``, so an empty item (``"a,"``) matches every URL there, and so here.
+    """
+    return tuple(item.strip() for item in raw.split(",")) if raw else ()
+
+
+def otel_exclude_list(patterns: tuple[str, ...], source: str) -> Callable[[str], bool] | None:
+    """Return a test that matches as OpenTelemetry's ``ExcludeList.url_disabled`` does.
+
+    One regular expression, the patterns joined with ``|`` as they are, searched in the
+    text; None for no patterns. A pattern that does not compile is refused with ``source``.
+    """
+    if not patterns:
+        return None
+    try:
+        search = re.compile("|".join(patterns)).search
+    except re.error as error:
+        # Name the pattern at fault where one fails alone; else they fail only together.
+        culprit = next((p for p in patterns if not _compiles(p)), ",".join(patterns))
+        raise ValueError(f"{source}: {culprit!r} is not a regular expression ({error})") from None
+    return lambda text: search(text) is not None
+
+
+def _compiles(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
+
+
 def _flag(name: str, raw: str, *, allow_auto: bool = False) -> bool | None:
     value = raw.strip().lower()
     if value in {"1", "true", "yes", "on"}:
@@ -227,15 +283,19 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     if "OTEL_REQID_SENTRY" in environ:
         raw = environ["OTEL_REQID_SENTRY"]
         found["sentry"] = _flag("OTEL_REQID_SENTRY", raw, allow_auto=True)
-    # As OpenTelemetry's aiohttp-server instrumentation reads them: the specific
-    # variable, else the general one; an empty value counts as unset.
-    for variable in _EXCLUDED_URLS_ENV:
-        raw = environ.get(variable, "")
-        if raw.strip():
-            patterns = _patterns(raw, variable)
-            compile_patterns(patterns, variable)  # a bad pattern names the variable
-            found["excluded_urls"] = patterns
-            break
+    if EXCLUDED_URLS_ENV in environ:
+        patterns = _patterns(environ[EXCLUDED_URLS_ENV], EXCLUDED_URLS_ENV)
+        compile_patterns(patterns, EXCLUDED_URLS_ENV)  # a bad pattern names the variable
+        found["excluded_urls"] = patterns
+    # As opentelemetry.util.http's get_excluded_urls("AIOHTTP_SERVER") reads them: the
+    # specific variable whenever it is set (empty too), else the general one.
+    variable = _OTEL_EXCLUDED_URLS_ENV
+    if variable not in environ:
+        variable = _OTEL_GENERAL_EXCLUDED_URLS_ENV
+    otel_patterns = otel_excluded_url_patterns(environ.get(variable, ""))
+    if otel_patterns:
+        otel_exclude_list(otel_patterns, variable)  # a bad pattern names the variable
+        found["otel_excluded_urls"] = otel_patterns
     return found
 
 
@@ -264,7 +324,8 @@ def resolve_options(
     """Merge keyword options over the environment (default ``os.environ``).
 
     Unknown names are a TypeError; with ``middleware_only``, so are the instrumentor's
-    own (``record_factory``, ``access_log``).
+    own (``record_factory``, ``access_log``). OpenTelemetry's excluded-URL variables
+    always apply: they are no keyword option.
     """
     known = _MIDDLEWARE_FIELDS if middleware_only else _FIELDS
     unknown = sorted(set(given) - known)

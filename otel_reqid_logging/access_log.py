@@ -90,16 +90,17 @@ def _log_with_ids(
     that the record factory, the filter and OpenTelemetry's log export all see them.
     If any of that fails, aiohttp writes its plain line: an access line is never lost.
     """
-    # The request's keys at once: a key missing from a request costs a KeyError inside
-    # aiohttp's mapping (about 10k instructions), which is_excluded() would pay for every
-    # request that is not excluded.
-    keys = set(request)
-    if EXCLUDED_KEY in keys:  # is_excluded(request): excluded_urls, no access line
-        return
     ids: RequestIds | None = None
     try:
+        # The request's keys at once: a key missing from a request costs a KeyError
+        # inside aiohttp's mapping (about 10k instructions), which is_excluded() would pay
+        # for every request that is not excluded. A request that is no real one (a test
+        # double) fails here, and gets aiohttp's plain line.
+        keys = set(request)
+        if EXCLUDED_KEY in keys:  # is_excluded(request): excluded_urls, no access line
+            return
         logger = access_logger.logger
-        if _FILTER not in logger.filters:
+        if isinstance(logger, logging.Logger) and _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
             _filtered.add(logger)
         if REQUEST_IDS_KEY in keys:

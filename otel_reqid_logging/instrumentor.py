@@ -23,6 +23,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 )
 
 from ._context import REQUEST_IDS_KEY
+from ._error_line import remove_error_line_filters
 from ._excluded import is_excluded
 from ._options import Options, resolve_options
 from ._patching import Patch
@@ -64,13 +65,36 @@ def _outermost_only(
     return outermost_only
 
 
+# aiohttp's private attribute holding the middleware chain an application prepares
+# when it is pre-frozen (aiohttp 3.14). Named once, so that a test can take it away.
+_PREPARED_MIDDLEWARES = "_middlewares_handlers"
+
+
+def _subapplications(app: web.Application) -> list[web.Application]:
+    """Return the applications added to ``app`` (``add_subapp``, ``add_domain``).
+
+    Read from the public route table: a sub-application's resource names it in its
+    ``get_info()``.
+    """
+    found = []
+    for resource in app.router.resources():
+        try:
+            subapp = resource.get_info().get("app")
+        except Exception:  # noqa: S112  (a resource of the app's own making; not ours to judge)
+            continue
+        if isinstance(subapp, web.Application):
+            found.append(subapp)
+    return found
+
+
 def _wrap_otel_middlewares(app: web.Application) -> None:
     """Make OpenTelemetry's middleware on ``app`` and its sub-applications skip our requests.
 
     aiohttp pre-freezes a sub-application as soon as it is added, so on one added before
-    this runs only the prepared middleware chain is left to change. That and the list of
-    sub-applications are aiohttp's private attributes (kept as aiohttp 3.14 has them; the
-    sub-application tests fail if they change).
+    this runs only the prepared middleware chain is left to change, and that is aiohttp's
+    private attribute. Without it (another aiohttp) such a sub-application keeps
+    OpenTelemetry's middleware as it is: a request routed there gets a second SERVER span
+    inside ours, and the ids stay those of ours, set before it runs.
     """
     if not app.pre_frozen:
         middlewares = app.middlewares
@@ -78,18 +102,22 @@ def _wrap_otel_middlewares(app: web.Application) -> None:
             if is_otel_server_middleware(other) and not hasattr(other, "__wrapped__"):
                 middlewares[index] = _outermost_only(other)
     else:
-        prepared = getattr(app, "_middlewares_handlers", None)
-        if prepared:
-            app._middlewares_handlers = tuple(
-                (
-                    _outermost_only(other)
-                    if is_otel_server_middleware(other) and not hasattr(other, "__wrapped__")
-                    else other,
-                    new_style,
-                )
-                for other, new_style in prepared
+        prepared = getattr(app, _PREPARED_MIDDLEWARES, None)
+        if isinstance(prepared, tuple) and prepared:
+            setattr(
+                app,
+                _PREPARED_MIDDLEWARES,
+                tuple(
+                    (
+                        _outermost_only(other)
+                        if is_otel_server_middleware(other) and not hasattr(other, "__wrapped__")
+                        else other,
+                        new_style,
+                    )
+                    for other, new_style in prepared
+                ),
             )
-    for subapp in getattr(app, "_subapps", ()):
+    for subapp in _subapplications(app):
         _wrap_otel_middlewares(subapp)
 
 
@@ -270,6 +298,7 @@ class RequestIdInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             return
         self._access_log.remove()
         _remove_filters()
+        remove_error_line_filters()
         if self._owns_record_factory:
             uninstall_record_factory()
             self._owns_record_factory = False

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 from typing import TYPE_CHECKING
 
@@ -35,6 +34,7 @@ from ._context import (
     _ids,
     request_id,
 )
+from ._error_line import register_carrier, watch_server_logger
 from ._excluded import request_exclusion
 from ._ids import is_acceptable_request_id, request_id_from_span_id
 from ._metrics import MetricsSource
@@ -56,7 +56,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_HEADER_NAME", "RequestIdMiddleware"]
 
-_logger = logging.getLogger(__name__)
 _random_bits = random.getrandbits
 # Providers whose tracers never record: the API's default, before any SDK is set up.
 _NOTHING_RECORDS = (ProxyTracerProvider, NoOpTracerProvider)
@@ -71,6 +70,8 @@ class RequestIdMiddleware:
     request, or starts one itself; then it stores the ids on the request, in
     ContextVars for the log record factory, on the span (``request.id``) and in the
     response header. Added twice, or to nested applications, it works once per request.
+    It changes nothing else: an exception from the handler goes on as it is, to outer
+    middlewares, aiohttp and Sentry.
     """
 
     __middleware_version__ = 1  # what ``@web.middleware`` marks: the new-style signature
@@ -78,9 +79,11 @@ class RequestIdMiddleware:
     def __init__(self, **options: Unpack[MiddlewareOptions]) -> None:
         """Configure the middleware; docs/options.md describes each option.
 
-        Environment variables (``OTEL_REQID_*``, and the excluded URLs of
-        ``OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS`` / ``OTEL_PYTHON_EXCLUDED_URLS``) give
-        the defaults, as for the instrumentor; keyword options override them.
+        Environment variables (``OTEL_REQID_*``) give the defaults, as for the
+        instrumentor; keyword options override them. OpenTelemetry's excluded-URL
+        variables (``OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS`` /
+        ``OTEL_PYTHON_EXCLUDED_URLS``) always apply, as to OpenTelemetry's
+        instrumentations: no span, and so no ids and no header.
         ``header_name`` names the response header carrying the request id (None turns
         it off). ``meter_provider`` records the HTTP server metrics of the requests whose
         span this middleware starts (default: the global provider, once it is set).
@@ -90,8 +93,11 @@ class RequestIdMiddleware:
         its id (and reuse another request's), so turn it on only behind a trusted proxy
         that sets the header itself. ``sentry`` tags Sentry
         events with the ids: True, False, or None to do so when sentry_sdk is
-        initialized. ``excluded_urls`` (regexes) leaves matching requests alone;
-        ``traceresponse`` sends the W3C ``traceresponse`` header.
+        initialized. ``excluded_urls`` (regexes) leaves matching requests alone (no
+        span, no ids, no access line); ``traceresponse`` sends the W3C ``traceresponse``
+        header. An exception from the handler is recorded on the span and goes on
+        unchanged; for the header on the answer aiohttp then builds (and on streamed
+        responses), register ``on_response_prepare`` on the app.
         """
         self._configure(resolve_options(options, middleware_only=True))
 
@@ -189,7 +195,11 @@ class RequestIdMiddleware:
     async def _handle(
         self, request: web.Request, handler: Handler, span: Span, own_span: OwnSpan | None
     ) -> web.StreamResponse:
-        """Call the handler; turn an unhandled exception into a logged 500 response."""
+        """Call the handler; note on the span how it went, and let any exception go on.
+
+        An exception is aiohttp's (its 500 page, its 504 for a timeout, its error line),
+        the outer middlewares' and Sentry's to handle, exactly as without this library.
+        """
         try:
             response = await handler(request)
         except web.HTTPException as exc:
@@ -203,21 +213,15 @@ class RequestIdMiddleware:
                 own_span.cancelled()
             raise
         except Exception as exc:
-            # Logged here, not by aiohttp, so that the traceback line carries the ids.
-            _logger.exception("Unhandled exception in %s %s", request.method, request.raw_path)
-            if own_span is not None:
-                own_span.failed(exc)
-            if span.is_recording():
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                span.set_attribute("error.type", type(exc).__qualname__)
-            if _response_started(request):
-                # The handler had started its own response: a 500 can no longer be sent.
-                # Re-raised, the exception makes aiohttp drop the connection.
-                raise
-            return web.Response(status=500, text="500 Internal Server Error\n")
+            _failed(request, span, own_span, exc)
+            raise
         if own_span is not None:
-            own_span.responded(response.status)
+            try:
+                status = response.status
+            except AttributeError:
+                # Not a response: aiohttp answers 500 and logs why.
+                status = 500
+            own_span.responded(status)
         return response
 
     def _start_span(self, request: web.Request, provider: trace.TracerProvider) -> Span:
@@ -331,16 +335,37 @@ class RequestIdMiddleware:
 
     def _add_header(self, response: web.StreamResponse, ids: RequestIds) -> None:
         """Put the request id header (and traceresponse) on a response not yet prepared."""
-        if not response.prepared:
+        try:
+            prepared = response.prepared
+        except AttributeError:
+            return  # not a response: aiohttp's own 500 follows, and gets it from the signal
+        if not prepared:
             self._headers.write(response.headers, ids)
 
 
-def _response_started(request: web.Request) -> bool:
-    """Tell whether the handler had begun sending a response of its own."""
-    # An int check, not only a comparison: a request made with aiohttp's
-    # make_mocked_request has a Mock for a writer.
-    size = request.writer.output_size
-    return isinstance(size, int) and size > 0
+def _failed(
+    request: web.Request, span: Span, own_span: OwnSpan | None, exception: Exception
+) -> None:
+    """Record an exception that escapes the handler on the request's span.
+
+    Only on a span of our own: an outer middleware's span sees the exception itself.
+    aiohttp answers 504 for a timeout and 500 for anything else. The filter that puts
+    the ids on aiohttp's error line is put on its logger here, the first time it is needed.
+    It never raises: whatever happens here, the handler's exception goes on as it is.
+    """
+    try:
+        watch_server_logger(getattr(request, "protocol", None))
+        if own_span is None:
+            return
+        if isinstance(exception, asyncio.TimeoutError):
+            own_span.responded(504)
+        else:
+            own_span.failed(exception)
+        if span.is_recording():
+            span.record_exception(exception)
+            span.set_status(Status(StatusCode.ERROR, type(exception).__name__))
+    except Exception:  # noqa: S110
+        pass  # the span misses what it could not take; the exception is not replaced
 
 
 def _new_id(bits: int, invalid: int) -> int:
@@ -349,3 +374,7 @@ def _new_id(bits: int, invalid: int) -> int:
     while value == invalid:
         value = _random_bits(bits)
     return value
+
+
+# aiohttp's error line finds the request's ids in the frame of __call__ (its local `ids`).
+register_carrier(RequestIdMiddleware.__call__.__code__)

@@ -27,6 +27,8 @@ def _restore_logging() -> Iterator[None]:
     handlers, level = list(root.handlers), root.level
     access = logging.getLogger("aiohttp.access")
     access_filters = list(access.filters)
+    server = logging.getLogger("aiohttp.server")
+    server_filters = list(server.filters)
     service_name = records.OUTSIDE_REQUEST["otelServiceName"]
     yield
     logging.setLogRecordFactory(factory)
@@ -34,6 +36,7 @@ def _restore_logging() -> Iterator[None]:
     root.handlers[:] = handlers
     root.setLevel(level)
     access.filters[:] = access_filters
+    server.filters[:] = server_filters
     records._set_outside("otelServiceName", service_name)
 
 

@@ -36,7 +36,10 @@ async def fail(request: web.Request) -> web.Response:
 
 async def serve_and_call() -> dict[str, Any]:
     """Serve the app, send the requests at once, return statuses and request ids by n."""
-    app = web.Application(middlewares=[RequestIdMiddleware()])
+    middleware = RequestIdMiddleware()
+    app = web.Application(middlewares=[middleware])
+    # The header on the 500 aiohttp answers the failing handler with.
+    app.on_response_prepare.append(middleware.on_response_prepare)
     app.router.add_get("/", fail)
     runner = web.AppRunner(app)
     await runner.setup()

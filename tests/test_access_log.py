@@ -5,16 +5,22 @@ from __future__ import annotations
 import contextvars
 import logging
 import re
+from unittest import mock
 
 import pytest
-from aiohttp import ClientSession, web
+from aiohttp import ClientSession, HttpVersion11, web
 from aiohttp.test_utils import make_mocked_request
 from aiohttp.typedefs import Handler
 from aiohttp.web_log import AccessLogger
 from opentelemetry import trace
 from pytest_aiohttp import AiohttpServer
 
-from otel_reqid_logging import RequestIdAccessLogger, RequestIdMiddleware, current_request_id
+from otel_reqid_logging import (
+    RequestIdAccessLogger,
+    RequestIdInstrumentor,
+    RequestIdMiddleware,
+    current_request_id,
+)
 from otel_reqid_logging._context import EXCLUDED_KEY, REQUEST_IDS_KEY
 from tests.conftest import LineCollector
 
@@ -221,3 +227,63 @@ async def test_excluded_request_with_ids_writes_no_line(log_lines: LineCollector
         access_logger.handlers.clear()
         access_logger.filters.clear()
     assert len(collector.records) == 1  # only the line of the request once unmarked
+
+
+class _Doubles:
+    """What aiohttp's own access-logger tests pass: test doubles for request and response."""
+
+    @staticmethod
+    def request() -> mock.Mock:
+        return mock.Mock(
+            headers={"User-Agent": "probe"},
+            method="GET",
+            path_qs="/path",
+            version=HttpVersion11,
+            remote="127.0.0.2",
+        )
+
+    @staticmethod
+    def response() -> mock.Mock:
+        return mock.Mock(headers={}, body_length=42, status=200)
+
+
+@pytest.mark.parametrize("double", ["mock", "mocked_request"])
+@pytest.mark.parametrize("wiring", ["class", "instrumented"])
+def test_a_request_that_is_no_real_one_gets_aiohttps_plain_line(
+    log_lines: LineCollector, double: str, wiring: str
+) -> None:
+    """A Mock request (as aiohttp's own access-logger tests pass), or a mocked request with no
+    ids, gets exactly the line aiohttp's AccessLogger writes for it; nothing raises."""
+    fmt = '%a "%r" %s %b "%{User-Agent}i"'
+    request: object = (
+        _Doubles.request()
+        if double == "mock"
+        else make_mocked_request("GET", "/path", headers={"User-Agent": "probe"})
+    )
+    response = _Doubles.response()
+    plain = logging.getLogger("tests.plain_access")
+    AccessLogger(plain, fmt).log(request, response, 0.5)  # type: ignore[arg-type]
+    (expected,) = [r.getMessage() for r in log_lines.records]
+    ours = logging.getLogger("tests.our_access")
+    instrumentor = RequestIdInstrumentor()
+    if wiring == "class":
+        RequestIdAccessLogger(ours, fmt).log(request, response, 0.5)  # type: ignore[arg-type]
+    else:
+        instrumentor.instrument(record_factory=False)
+        try:
+            AccessLogger(ours, fmt).log(request, response, 0.5)  # type: ignore[arg-type]
+        finally:
+            instrumentor.uninstrument()
+    (line,) = [r for r in log_lines.records if r.name == "tests.our_access"]
+    assert line.getMessage() == expected
+    assert vars(line)["request_id"] == "-"
+    assert not any("Error in logging" in text for text in log_lines.lines)
+
+
+def test_a_mock_logger_gets_aiohttps_own_calls() -> None:
+    """A Mock for the logger (aiohttp's own tests) gets aiohttp's calls, no filter of ours."""
+    logger = mock.Mock()
+    RequestIdAccessLogger(logger, "%s").log(_Doubles.request(), _Doubles.response(), 0.5)
+    assert not logger.exception.called
+    logger.info.assert_called_once()
+    assert not logger.addFilter.called

@@ -109,17 +109,21 @@ async def test_older_readme_names_put_the_prefix_on_every_line(
 async def test_unhandled_exception_is_logged_with_the_prefix(
     aiohttp_client: AiohttpClient, lines: Lines
 ) -> None:
-    """An exception in the handler is logged inside the request and becomes a 500 with the id."""
+    """An exception in the handler is aiohttp's to answer (its 500); its error line carries
+    the request's prefix."""
     setup_logging_request_id_prefix()
-    client = await aiohttp_client(make_app(request_id_middleware()))
+    middleware = request_id_middleware()
+    app = make_app(middleware)
+    app.on_response_prepare.append(middleware.on_response_prepare)
+    client = await aiohttp_client(app)
     response = await client.get("/f")
 
     assert response.status == 500
-    assert await response.text() == "500 Internal Server Error\n"
+    assert (await response.text()).startswith("500 Internal Server Error\n\n")
     (error,) = [
         message
         for message in lines.prefixed(response.headers["X-Request-Id"])
-        if message.startswith("Unhandled exception in GET /f\n")
+        if message.startswith("Error handling request from 127.0.0.1\n")
     ]
     assert error.endswith("\nRuntimeError: test exception")
 

@@ -1,4 +1,5 @@
-"""excluded_urls: a request it matches gets no span, no ids, no header and no access line."""
+"""Excluded URLs: the library's own ``excluded_urls`` (no span, no ids, no header, no access
+line) and OpenTelemetry's variables (no span, and so no ids and no header; nothing else)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrument
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from opentelemetry.util.http import get_excluded_urls, parse_excluded_urls
 from pytest_aiohttp import AiohttpServer
 
 from otel_reqid_logging import (
@@ -19,6 +21,11 @@ from otel_reqid_logging import (
     RequestIdInstrumentor,
     RequestIdMiddleware,
     current_request_id,
+)
+from otel_reqid_logging._options import (
+    otel_exclude_list,
+    otel_excluded_url_patterns,
+    resolve_options,
 )
 from tests.conftest import LineCollector
 
@@ -136,14 +143,96 @@ async def test_a_host_that_makes_no_url_is_matched_by_path(aiohttp_server: Aioht
     assert (await get(server, "/", headers={"Host": "host:99999"}))[0] != "-"
 
 
-async def test_environment_excludes_for_a_bare_middleware(
-    aiohttp_server: AiohttpServer, monkeypatch: pytest.MonkeyPatch
+async def test_opentelemetry_variable_excludes_the_span_and_keeps_the_access_line(
+    aiohttp_server: AiohttpServer,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    log_lines: LineCollector,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS applies to RequestIdMiddleware()."""
+    """OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS means here what it means to OpenTelemetry:
+    no span (so no ids, no header); aiohttp still writes the access line, without ids."""
     monkeypatch.setenv("OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS", "/health")
-    server = await aiohttp_server(routes(web.Application(middlewares=[RequestIdMiddleware()])))
-    assert (await get(server, "/health"))[0] == "-"
-    assert (await get(server, "/"))[0] != "-"
+    middleware = RequestIdMiddleware(tracer_provider=provider)
+    server = await aiohttp_server(
+        routes(web.Application(middlewares=[middleware])), access_log_class=RequestIdAccessLogger
+    )
+    body, headers = await get(server, "/health")
+    assert body == "-"
+    assert "X-Request-ID" not in headers
+    body, headers = await get(server, "/")
+    assert headers["X-Request-ID"] == body != "-"
+    assert server_span_paths(exporter) == ["/"]
+    assert access_paths(log_lines) == ["/health", "/"]
+    access = {
+        access_paths_of(r): vars(r)["request_id"]
+        for r in log_lines.records
+        if r.name == "aiohttp.access"
+    }
+    assert access == {"/health": "-", "/": body}
+
+
+def access_paths_of(record: logging.LogRecord) -> str:
+    return str(vars(record)["first_request_line"]).split()[1]
+
+
+async def test_own_variable_also_removes_the_access_line(
+    aiohttp_server: AiohttpServer,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    log_lines: LineCollector,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OTEL_REQID_EXCLUDED_URLS is excluded_urls: no span, no header, no access line."""
+    monkeypatch.setenv("OTEL_REQID_EXCLUDED_URLS", "^/health$")
+    monkeypatch.setenv("OTEL_PYTHON_EXCLUDED_URLS", "^/ready$")
+    middleware = RequestIdMiddleware(tracer_provider=provider)
+    server = await aiohttp_server(
+        routes(web.Application(middlewares=[middleware])), access_log_class=RequestIdAccessLogger
+    )
+    for path in ("/health", "/ready"):
+        body, headers = await get(server, path)
+        assert body == "-"
+        assert "X-Request-ID" not in headers
+    assert server_span_paths(exporter) == []
+    assert access_paths(log_lines) == ["/ready"]
+
+
+OTEL_VALUES = ["", "/health", " ^/a$ , b ", "health,", ",", "a|b", "^/x,^http://h/", "(?i)HEALTH"]
+URLS = ["/health", "/a", "/b", "http://h/x", "/x", "/other", "http://h/HEALTH"]
+
+
+@pytest.mark.parametrize("raw", OTEL_VALUES)
+def test_opentelemetry_variables_are_parsed_as_opentelemetry_parses_them(raw: str) -> None:
+    """Every value matches exactly the URLs OpenTelemetry's ExcludeList matches (an empty
+    item, as in "health,", matches everything there, and so here)."""
+    theirs = parse_excluded_urls(raw)
+    ours = otel_exclude_list(otel_excluded_url_patterns(raw), "test")
+    for url in URLS:
+        assert (ours is not None and ours(url)) is theirs.url_disabled(url), url
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS": "/a", "OTEL_PYTHON_EXCLUDED_URLS": "/b"},
+        {"OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS": "", "OTEL_PYTHON_EXCLUDED_URLS": "/b"},
+        {"OTEL_PYTHON_EXCLUDED_URLS": "/b"},
+        {},
+    ],
+)
+def test_opentelemetry_variables_are_chosen_as_opentelemetry_chooses(
+    environ: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The aiohttp-server variable whenever it is set (empty too), else the general one."""
+    for name in ("OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    theirs = get_excluded_urls("AIOHTTP_SERVER")
+    ours = resolve_options({}).url_untraced
+    for url in ("/a", "/b", "/c"):
+        assert (ours is not None and ours(url)) is theirs.url_disabled(url), url
 
 
 @otel_subclass_warning

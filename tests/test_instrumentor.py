@@ -24,6 +24,7 @@ from otel_reqid_logging import (
     current_request_id,
     install_record_factory,
 )
+from otel_reqid_logging import instrumentor as instrumentor_module
 from otel_reqid_logging._options import resolve_options
 from otel_reqid_logging.records import _record_factory_installed
 from tests.conftest import LineCollector
@@ -458,3 +459,52 @@ async def test_instrument_app_options_reach_a_middleware_the_app_has(
             assert response.headers["traceresponse"].startswith("00-")
     finally:
         instrumentor.uninstrument(app)
+
+
+@otel_subclass_warning
+async def test_without_aiohttps_private_middleware_chain_the_ids_stay_right(
+    instrumentor: RequestIdInstrumentor,
+    otel_server: AioHttpServerInstrumentor,
+    aiohttp_server: AiohttpServer,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    log_lines: LineCollector,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With aiohttp's private prepared middleware chain gone (another aiohttp), the
+    OpenTelemetry middleware of a sub-application added before instrument_app() cannot be
+    told to stand aside: it starts a second SERVER span inside ours. The ids everywhere
+    stay those of the request's outer span."""
+    monkeypatch.setattr(instrumentor_module, "_PREPARED_MIDDLEWARES", "_gone_in_this_aiohttp")
+    otel_server.instrument(tracer_provider=provider)
+    app, sub, _ = nested_apps()
+    app.add_subapp("/sub", sub)
+    assert not hasattr(sub, "_gone_in_this_aiohttp")
+    instrumentor.instrument_app(app, tracer_provider=provider)
+    server = await aiohttp_server(app)
+    try:
+        body, header = await fetch(str(server.make_url("/sub/")))
+    finally:
+        instrumentor.uninstrument_app(app)
+    assert body == header
+    assert header is not None
+    server_spans = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    # The cost of the fallback: a second span from OpenTelemetry's middleware in the
+    # sub-application (the lowest versions tested start none there).
+    assert len(server_spans) in {1, 2}
+    (carrier,) = [s for s in server_spans if dict(s.attributes or {}).get("request.id")]
+    assert dict(carrier.attributes or {})["request.id"] == header
+    assert carrier.parent is None  # the outer one: the request's span
+    (hello_record,) = [r for r in log_lines.records if r.name == "tests.app"]
+    assert vars(hello_record)["request_id"] == header
+    assert vars(hello_record)["trace_id"] == format(carrier.context.trace_id, "032x")
+
+
+def test_subapplications_are_found_through_the_public_route_table() -> None:
+    """Sub-applications (add_subapp, add_domain) are read from app.router, not aiohttp's
+    private list: the same ones, in order."""
+    app, sub, other = nested_apps()
+    app.add_subapp("/sub", sub)
+    app.add_domain("example.com", other)
+    assert instrumentor_module._subapplications(app) == [sub, other]
+    assert instrumentor_module._subapplications(sub) == []

@@ -146,8 +146,11 @@ def make_app(probes: Probes, provider: TracerProvider) -> web.Application:
             raise
         return web.Response(text="the client should have gone")
 
-    app = web.Application(middlewares=[outer_probe, RequestIdMiddleware(tracer_provider=provider)])
+    middleware = RequestIdMiddleware(tracer_provider=provider)
+    app = web.Application(middlewares=[outer_probe, middleware])
     app.on_response_prepare.append(on_prepare)
+    # The header on the 500 aiohttp builds for a failed request.
+    app.on_response_prepare.append(middleware.on_response_prepare)
     for kind, route in [
         ("fast", fast),
         ("slow", slow),
@@ -230,12 +233,8 @@ class LoadClient:
         self.seen[token] = Seen(vars(start)["request_id"], vars(start)["trace_id"])
 
     def server_trace_id(self, token: str, short_id: str) -> str:
-        """The trace id of a failed request, from its traceback line (the body has none)."""
-        (line,) = (
-            r
-            for r in self.log_lines.records
-            if r.levelno == logging.ERROR and token in r.getMessage()
-        )
+        """The trace id of a failed request, from its handler's line (the body has none)."""
+        (line,) = (r for r in self.log_lines.records if r.getMessage() == f"fail {token}")
         assert vars(line)["request_id"] == short_id
         return str(vars(line)["trace_id"])
 
@@ -288,20 +287,31 @@ async def test_mixed_load_keeps_every_line_with_its_request(
 
     # Every line naming a request carries that request's ids, and no line is left over.
     access_lines: Counter[str] = Counter()
+    error_lines: Counter[str] = Counter()
+    token_of_id = {s.request_id: token for token, s in seen.items()}
     for record, line in zip(log_lines.records, log_lines.lines, strict=True):
         assert "Error in logging" not in line
-        match = TOKEN.search(record.getMessage())
-        assert match is not None, line
-        token = match.group(1)
+        if record.name == "aiohttp.server":
+            # aiohttp's own line for a failed request: no token in it, only the ids.
+            assert record.getMessage() == "Error handling request from 127.0.0.1", line
+            token = token_of_id[vars(record)["request_id"]]
+            assert token.startswith("fail"), line
+            error_lines[token] += 1
+        else:
+            match = TOKEN.search(record.getMessage())
+            assert match is not None, line
+            token = match.group(1)
         assert vars(record)["request_id"] == seen[token].request_id, line
         assert vars(record)["trace_id"] == seen[token].trace_id, line
         assert f"[req:{seen[token].request_id} trace:{seen[token].trace_id}]" in line
         if record.name == "aiohttp.access":
             access_lines[token] += 1
-        elif record.levelno >= logging.WARNING:
-            assert record.getMessage() == f"Unhandled exception in GET /fail/{token}", line
+        elif record.name != "aiohttp.server":
+            assert record.levelno < logging.WARNING, line
 
     completed = {t for t in seen if not t.startswith("cancel")}
+    assert set(error_lines) == {t for t in seen if t.startswith("fail")}
+    assert set(error_lines.values()) == {1}
     assert set(access_lines) == completed
     assert set(access_lines.values()) == {1}
 

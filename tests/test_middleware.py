@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Sequence
 
 import pytest
-from aiohttp import ClientPayloadError, WSMsgType, web
+from aiohttp import ClientPayloadError, ClientResponse, ClientSession, WSMsgType, web
 from aiohttp.test_utils import TestClient
+from aiohttp.typedefs import Handler, Middleware
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Decision, Sampler, SamplingResult
 from opentelemetry.trace import SpanKind, StatusCode
-from pytest_aiohttp import AiohttpClient
+from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from otel_reqid_logging import (
     REQUEST_ID_KEY,
@@ -260,34 +262,262 @@ async def test_incoming_id_adopted_only_when_allowed(
     assert response.headers["X-Request-ID"] == body["request_id"]
 
 
-async def test_unhandled_exception(
+async def crash(request: web.Request) -> web.Response:
+    log.info("about to fail")
+    raise ZeroDivisionError("boom")
+
+
+async def answers_of(
+    aiohttp_client: AiohttpClient,
+    handler: Handler,
+    middlewares: Sequence[Middleware],
+    *,
+    signal: RequestIdMiddleware | None = None,
+    path: str = "/",
+    headers: dict[str, str] | None = None,
+) -> tuple[ClientResponse, str]:
+    """Serve ``handler`` behind ``middlewares`` on loopback; return the answer to one GET."""
+    app = web.Application(middlewares=list(middlewares))
+    app.router.add_get("/", handler)
+    if signal is not None:
+        app.on_response_prepare.append(signal.on_response_prepare)
+    client = await aiohttp_client(app)
+    response = await client.get(path, headers=headers)
+    return response, await response.text()
+
+
+def error_lines(collector: LineCollector) -> list[logging.LogRecord]:
+    return [r for r in collector.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("accept", ["text/plain", "text/html"])
+async def test_unhandled_exception_is_aiohttps_to_answer(
+    aiohttp_client: AiohttpClient,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    log_lines: LineCollector,
+    accept: str,
+) -> None:
+    """aiohttp answers a crash as it does without the library: its 500 page, Connection:
+    close and its "Error handling request" line, logged once, carrying the request's ids.
+    The span is failed with the exception recorded; the 500 carries the id header."""
+    headers = {"Accept": accept}
+    bare, bare_body = await answers_of(aiohttp_client, crash, [], headers=headers)
+    bare_errors = len(error_lines(log_lines))
+    middleware = RequestIdMiddleware(tracer_provider=provider)
+    ours, body = await answers_of(
+        aiohttp_client, crash, [middleware], signal=middleware, headers=headers
+    )
+
+    assert (ours.status, body) == (bare.status, bare_body) == (500, bare_body)
+    assert ours.headers["Connection"] == bare.headers["Connection"] == "close"
+    assert ours.headers["Content-Type"] == bare.headers["Content-Type"]
+    short_id = ours.headers["X-Request-ID"]
+    (error,) = error_lines(log_lines)[bare_errors:]
+    assert error.name == "aiohttp.server"
+    assert error.getMessage() == "Error handling request from 127.0.0.1"
+    assert error.exc_info is not None
+    assert isinstance(error.exc_info[1], ZeroDivisionError)
+    assert vars(error)["request_id"] == short_id
+    (span,) = exporter.get_finished_spans()
+    assert vars(error)["trace_id"] == format(span.context.trace_id, "032x")
+    assert f"[req:{short_id} trace:" in log_lines.lines[log_lines.records.index(error)]
+    assert span.status.status_code is StatusCode.ERROR
+    attributes = dict(span.attributes or {})
+    assert attributes["http.response.status_code"] == 500
+    assert attributes["error.type"] == "ZeroDivisionError"
+    assert [e.name for e in span.events] == ["exception"]
+    assert dict(span.events[0].attributes or {})["exception.type"] == "ZeroDivisionError"
+
+
+async def test_other_filters_of_aiohttps_logger_see_its_line_once_in_the_request(
+    aiohttp_client: AiohttpClient, log_lines: LineCollector
+) -> None:
+    """aiohttp's error line is handed to its logger's filters and handlers once, with the
+    failed request's ids in effect (current_request_id() answers there)."""
+    seen: list[tuple[str, str | None]] = []
+
+    class Watching(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            seen.append((record.getMessage(), current_request_id()))
+            return True
+
+    server_logger = logging.getLogger("aiohttp.server")
+    watching = Watching()
+    server_logger.addFilter(watching)
+    try:
+        response, _ = await answers_of(aiohttp_client, crash, [RequestIdMiddleware()])
+    finally:
+        server_logger.removeFilter(watching)
+    assert response.status == 500
+    (hello_record,) = [r for r in log_lines.records if r.name == "tests.app"]
+    assert seen == [("Error handling request from 127.0.0.1", vars(hello_record)["request_id"])]
+    assert len(error_lines(log_lines)) == 1
+    assert current_request_id() is None
+
+
+async def test_a_server_logger_outside_the_logging_tree_still_gets_the_ids(
+    aiohttp_server: AiohttpServer, log_lines: LineCollector
+) -> None:
+    """A server given a Logger that logging.getLogger() does not know: its error line
+    cannot be handed on, and goes out once as it is, with the ids on the record."""
+    lines: list[logging.LogRecord] = []
+    server_logger = logging.Logger("tests.unregistered")
+    server_logger.addHandler(CollectingHandler(lines))
+    app = web.Application(middlewares=[RequestIdMiddleware()])
+    app.router.add_get("/", crash)
+    server = await aiohttp_server(app, logger=server_logger)
+    async with ClientSession() as session, session.get(server.make_url("/")) as response:
+        assert response.status == 500
+    (hello_record,) = [r for r in log_lines.records if r.name == "tests.app"]
+    (error,) = lines
+    assert error.getMessage() == "Error handling request from 127.0.0.1"
+    assert vars(error)["request_id"] == vars(hello_record)["request_id"] != "-"
+
+
+class CollectingHandler(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__()
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def test_answer_to_a_crash_without_the_signal(
+    aiohttp_client: AiohttpClient, log_lines: LineCollector
+) -> None:
+    """A bare middleware (no on_response_prepare hook) leaves aiohttp's 500 as aiohttp
+    makes it; the error line still carries the ids."""
+    response, _ = await answers_of(aiohttp_client, crash, [RequestIdMiddleware()])
+    assert response.status == 500
+    assert "X-Request-ID" not in response.headers
+    (error,) = error_lines(log_lines)
+    (hello_record,) = [r for r in log_lines.records if r.name == "tests.app"]
+    assert vars(error)["request_id"] == vars(hello_record)["request_id"]
+    assert ID_RE.fullmatch(vars(error)["request_id"])
+
+
+async def test_timeout_gets_aiohttps_504(
     aiohttp_client: AiohttpClient,
     provider: TracerProvider,
     exporter: InMemorySpanExporter,
     log_lines: LineCollector,
 ) -> None:
-    """A crash is logged with the ids, marks the span failed, and gives a 500 with the id."""
+    """asyncio.TimeoutError from the handler is aiohttp's 504 and its error line, as
+    without the library; the line has the ids, the 504 the headers (signal hook)."""
 
-    async def crash(request: web.Request) -> web.Response:
-        log.info("about to fail")
-        raise ZeroDivisionError("boom")
+    async def too_slow(request: web.Request) -> web.Response:
+        await asyncio.wait_for(asyncio.sleep(1), 0.001)
+        return web.Response(text="never")
 
-    app = web.Application(middlewares=[RequestIdMiddleware(tracer_provider=provider)])
-    app.router.add_get("/crash", crash)
-    client = await aiohttp_client(app)
-    response = await client.get("/crash")
-    assert response.status == 500
-    short_id = response.headers["X-Request-ID"]
-    (error,) = [r for r in log_lines.records if r.levelno == logging.ERROR]
-    assert vars(error)["request_id"] == short_id
-    assert error.exc_info is not None
-    error_line = next(line for line in log_lines.lines if "Unhandled exception" in line)
-    assert f"[req:{short_id} trace:" in error_line
-    assert "ZeroDivisionError: boom" in error_line
+    bare, bare_body = await answers_of(aiohttp_client, too_slow, [])
+    (bare_error,) = error_lines(log_lines)
+    middleware = RequestIdMiddleware(tracer_provider=provider, traceresponse=True)
+    ours, body = await answers_of(aiohttp_client, too_slow, [middleware], signal=middleware)
+    assert (ours.status, body) == (bare.status, bare_body)
+    assert ours.status == 504
     (span,) = exporter.get_finished_spans()
+    attributes = dict(span.attributes or {})
+    assert attributes["http.response.status_code"] == 504
+    assert attributes["request.id"] == ours.headers["X-Request-ID"]
+    assert ours.headers["traceresponse"].split("-")[1] == format(span.context.trace_id, "032x")
     assert span.status.status_code is StatusCode.ERROR
-    assert dict(span.attributes or {})["http.response.status_code"] == 500
     assert [e.name for e in span.events] == ["exception"]
+    # aiohttp's own line for it, once, now with the ids.
+    (error,) = error_lines(log_lines)[1:]
+    assert error.getMessage() == bare_error.getMessage()
+    assert vars(error)["request_id"] == ours.headers["X-Request-ID"]
+
+
+async def test_outer_middleware_sees_the_original_exception(
+    aiohttp_client: AiohttpClient, log_lines: LineCollector
+) -> None:
+    """An error middleware outside ours gets the very exception the handler raised, and
+    logs it with the request's ids; aiohttp then has nothing to log."""
+    raised: list[BaseException] = []
+    caught: list[BaseException] = []
+
+    async def fails(request: web.Request) -> web.Response:
+        error = LookupError("handler's own")
+        raised.append(error)
+        raise error
+
+    @web.middleware
+    async def error_page(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except LookupError as error:
+            caught.append(error)
+            return web.Response(status=418, text="handled outside")
+
+    response, body = await answers_of(aiohttp_client, fails, [error_page, RequestIdMiddleware()])
+    assert (response.status, body) == (418, "handled outside")
+    assert caught == raised
+    assert caught[0] is raised[0]
+    assert caught[0].__traceback__ is not None
+    assert not error_lines(log_lines)
+
+
+async def test_exception_an_outer_middleware_raises_from_ours_keeps_the_ids(
+    aiohttp_client: AiohttpClient, log_lines: LineCollector
+) -> None:
+    """aiohttp's line for an exception raised from the handler's one still has the ids."""
+
+    @web.middleware
+    async def wraps_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ZeroDivisionError as error:
+            raise RuntimeError("wrapped") from error
+
+    response, _ = await answers_of(aiohttp_client, crash, [wraps_errors, RequestIdMiddleware()])
+    assert response.status == 500
+    (error,) = error_lines(log_lines)
+    (hello_record,) = [r for r in log_lines.records if r.name == "tests.app"]
+    assert vars(error)["request_id"] == vars(hello_record)["request_id"] != "-"
+
+
+@pytest.mark.parametrize("returned", [None, "text"])
+async def test_handler_returning_no_response_gets_aiohttps_message(
+    aiohttp_client: AiohttpClient,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    log_lines: LineCollector,
+    returned: object,
+) -> None:
+    """A handler that returns something that is no response gets aiohttp's 500 and its
+    message, not an AttributeError from the middleware."""
+
+    async def no_response(request: web.Request) -> web.Response:
+        return returned  # type: ignore[return-value]
+
+    bare, bare_body = await answers_of(aiohttp_client, no_response, [])
+    bare_messages = [r.getMessage() for r in error_lines(log_lines)]
+    del log_lines.records[:]
+    ours, body = await answers_of(
+        aiohttp_client, no_response, [RequestIdMiddleware(tracer_provider=provider)]
+    )
+    assert (ours.status, body) == (bare.status, bare_body) == (500, bare_body)
+    assert [r.getMessage() for r in error_lines(log_lines)] == bare_messages
+    assert len(bare_messages) == 1
+    assert "otel_reqid_logging" not in "".join(log_lines.lines)
+    (span,) = exporter.get_finished_spans()
+    assert dict(span.attributes or {})["http.response.status_code"] == 500
+
+
+async def test_nothing_the_library_logs_has_the_query_string(
+    aiohttp_client: AiohttpClient, log_lines: LineCollector
+) -> None:
+    """A failing request's query string (a signed URL's secret) is in no line of ours."""
+    response, _ = await answers_of(
+        aiohttp_client, crash, [RequestIdMiddleware()], path="/?Signature=s3cr3t"
+    )
+    assert response.status == 500
+    ours = [r for r in log_lines.records if r.name.startswith("otel_reqid_logging")]
+    assert not [r for r in ours if "s3cr3t" in r.getMessage()]
+    (error,) = error_lines(log_lines)
+    assert "s3cr3t" not in log_lines.lines[log_lines.records.index(error)]
 
 
 async def test_http_exception_passes_through(
@@ -509,7 +739,8 @@ async def test_exception_after_streaming_started_drops_the_connection(
     exporter: InMemorySpanExporter,
     log_lines: LineCollector,
 ) -> None:
-    """A crash after the handler sent its headers is logged with ids; no 500 is spliced in."""
+    """A crash after the handler sent its headers: aiohttp logs it (with the ids) and
+    drops the connection, as without the library."""
 
     async def half_stream(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse()
@@ -517,16 +748,18 @@ async def test_exception_after_streaming_started_drops_the_connection(
         await response.write(b"part one\n")
         raise RuntimeError("mid-stream")
 
-    app = web.Application(middlewares=[RequestIdMiddleware(tracer_provider=provider)])
+    middleware = RequestIdMiddleware(tracer_provider=provider)
+    app = web.Application(middlewares=[middleware])
+    app.on_response_prepare.append(middleware.on_response_prepare)
     app.router.add_get("/", half_stream)
     client = await aiohttp_client(app)
     response = await client.get("/")
     assert response.status == 200
     with pytest.raises(ClientPayloadError):
         await response.read()
-    ours = [line for line in log_lines.lines if "Unhandled exception in GET /" in line]
-    assert len(ours) == 1
-    assert re.search(r"\[req:[0-9a-z]{8} trace:[0-9a-f]{32}\]", ours[0])
+    (error,) = error_lines(log_lines)
+    assert error.name == "aiohttp.server"
+    assert vars(error)["request_id"] == response.headers["X-Request-ID"]
     (span,) = exporter.get_finished_spans()
     assert span.status.status_code is StatusCode.ERROR
 

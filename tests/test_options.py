@@ -51,8 +51,9 @@ def test_middleware_keywords_are_the_options() -> None:
     option_types = typing.get_type_hints(Options)
     keyword_types = typing.get_type_hints(MiddlewareOptions)
     instrumentor_only = {"record_factory", "access_log"}
+    environment_only = {"otel_excluded_urls"}  # OpenTelemetry's variables, no keyword
     fields = {f.name for f in dataclasses.fields(Options) if f.init}
-    assert set(keyword_types) == fields - instrumentor_only
+    assert set(keyword_types) == fields - instrumentor_only - environment_only
     for name, kind in keyword_types.items():
         assert kind == option_types[name], name
 
@@ -117,17 +118,33 @@ def test_bad_environment_names_the_variable(environ: dict[str, str], message: st
 
 
 def test_excluded_urls_environment_precedence() -> None:
-    """The aiohttp-server variable wins over the general one; empty counts as unset."""
+    """OpenTelemetry's variables are read as OpenTelemetry reads them (the aiohttp-server
+    one whenever it is set, empty too), into their own list; the library's own variable
+    gives ``excluded_urls``, which a keyword overrides."""
     both = {
         "OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS": " /health , /ready ",
         "OTEL_PYTHON_EXCLUDED_URLS": "/other",
     }
-    assert resolve_options({}, both).excluded_urls == ("/health", "/ready")
-    general = {"OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS": " ", "OTEL_PYTHON_EXCLUDED_URLS": "x"}
-    assert resolve_options({}, general).excluded_urls == ("x",)
-    assert resolve_options({"excluded_urls": ["/k"]}, both).excluded_urls == ("/k",)
-    assert resolve_options({"excluded_urls": ""}, both).url_excluded is None
+    options = resolve_options({}, both)
+    assert options.otel_excluded_urls == ("/health", "/ready")
+    assert options.excluded_urls == ()
+    assert options.url_excluded is None
+    set_but_empty = {
+        "OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS": "",
+        "OTEL_PYTHON_EXCLUDED_URLS": "x",
+    }
+    assert resolve_options({}, set_but_empty).url_untraced is None
+    assert resolve_options({}, {"OTEL_PYTHON_EXCLUDED_URLS": "x"}).otel_excluded_urls == ("x",)
+    own = {**both, "OTEL_REQID_EXCLUDED_URLS": " ^/healthz$ ,"}
+    assert resolve_options({}, own).excluded_urls == ("^/healthz$",)
+    assert resolve_options({"excluded_urls": ["/k"]}, own).excluded_urls == ("/k",)
+    assert resolve_options({"excluded_urls": ""}, own).url_excluded is None
+    # The keyword leaves OpenTelemetry's list alone.
+    assert resolve_options({"excluded_urls": ""}, own).otel_excluded_urls == ("/health", "/ready")
     assert resolve_options({}, {}).url_excluded is None
+    assert resolve_options({}, {}).url_untraced is None
+    with pytest.raises(TypeError, match="otel_excluded_urls"):
+        resolve_options({"otel_excluded_urls": ("x",)}, {})
 
 
 def test_patterns_that_only_compile_alone_still_work() -> None:
@@ -174,7 +191,7 @@ async def test_keywords_override_the_environment(
     """An explicit keyword beats its variable, even one that turns a feature off."""
     monkeypatch.setenv("OTEL_REQID_HEADER", "X-Correlation-ID")
     monkeypatch.setenv("OTEL_REQID_TRACERESPONSE", "true")
-    monkeypatch.setenv("OTEL_PYTHON_EXCLUDED_URLS", "/health")
+    monkeypatch.setenv("OTEL_REQID_EXCLUDED_URLS", "/health")
     middleware = RequestIdMiddleware(header_name="X-Mine", traceresponse=False, excluded_urls=())
     client = await aiohttp_client(app_with(middleware))
 

@@ -16,6 +16,7 @@ from typing import Any, cast
 import pytest
 import sentry_sdk
 from aiohttp import ClientSession, web
+from aiohttp.test_utils import TestClient
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.trace import TracerProvider
@@ -23,10 +24,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.integrations.aiohttp import AioHttpIntegration
+from sentry_sdk.integrations.logging import LoggingIntegration
 from sentry_sdk.transport import Transport
 
-from otel_reqid_logging import RequestIdMiddleware, current_request_id
+from otel_reqid_logging import RequestIdAccessLogger, RequestIdMiddleware, current_request_id
+from tests.conftest import LineCollector
 from tests.subprocess_app import ROOT, run_app_process
+from tests.test_middleware import ID_RE
 from tests.wheels import CONSTRAINTS, make_venv, run, uv
 
 log = logging.getLogger("tests.sentry_app")
@@ -94,6 +98,17 @@ def sentry_transport(request: pytest.FixtureRequest) -> Iterator[CapturingTransp
     sentry_sdk.get_global_scope().set_client(None)
 
 
+def server_logger() -> logging.Logger:
+    """The logger for aiohttp's server lines under the Sentry set-up of the running test.
+
+    Once set up in a process, the AioHttpIntegration has Sentry ignore the logger
+    "aiohttp.server" for good; without the integration, the server writes its lines to
+    a logger of its own, as in a process that never set the integration up.
+    """
+    with_aiohttp = sentry_sdk.get_client().get_integration(AioHttpIntegration) is not None
+    return logging.getLogger("aiohttp.server" if with_aiohttp else "tests.server")
+
+
 async def capture(request: web.Request) -> web.Response:
     """Capture a message named by the query, after and before a pause of its own length."""
     name = request.query["name"]
@@ -128,16 +143,23 @@ def make_app(middleware: RequestIdMiddleware) -> web.Application:
 
 async def test_events_of_a_request_carry_its_ids(
     aiohttp_client: AiohttpClient,
+    aiohttp_server: AiohttpServer,
     sentry_transport: CapturingTransport,
     provider: TracerProvider,
     exporter: InMemorySpanExporter,
 ) -> None:
     """A captured message, a logged error and an unhandled exception are all tagged.
 
-    The exception reaches Sentry as the event of the ERROR record the middleware logs
-    (LoggingIntegration), since the middleware turns it into a 500 response itself.
+    The exception goes on to aiohttp and Sentry as without the library: with the
+    AioHttpIntegration it is that integration's unhandled "aiohttp" event; without it,
+    the event LoggingIntegration makes of aiohttp's "Error handling request" line.
     """
-    client = await aiohttp_client(make_app(RequestIdMiddleware(tracer_provider=provider)))
+    with_aiohttp = sentry_sdk.get_client().get_integration(AioHttpIntegration) is not None
+    middleware = RequestIdMiddleware(tracer_provider=provider)
+    app = make_app(middleware)
+    app.on_response_prepare.append(middleware.on_response_prepare)
+    server = await aiohttp_server(app, logger=server_logger())
+    client: TestClient[web.Request, None] = await aiohttp_client(server)
     responses = [
         await client.get("/capture", params={"name": "captured in a request"}),
         await client.get("/log-error"),
@@ -146,13 +168,21 @@ async def test_events_of_a_request_carry_its_ids(
     assert [response.status for response in responses] == [200, 200, 500]
     spans = {span.attributes["request.id"]: span for span in exporter.get_finished_spans()}  # type: ignore[index]
 
+    failure = [event for event in sentry_transport.events() if "exception" in event]
+    (failure_event,) = failure
+    (exception,) = failure_event["exception"]["values"]
+    assert (exception["type"], exception["value"]) == ("ValueError", "handler failed")
+    mechanism = exception["mechanism"]
+    if with_aiohttp:
+        assert (mechanism["type"], mechanism["handled"]) == ("aiohttp", False)
+    else:
+        assert message_of(failure_event) == "Error handling request from 127.0.0.1"
+        assert failure_event["logger"] == "tests.server"
     events = [
         sentry_transport.event_with_message("captured in a request"),
         sentry_transport.event_with_message("something went wrong in /log-error"),
-        sentry_transport.event_with_message("Unhandled exception in GET /fail"),
+        failure_event,
     ]
-    (exception,) = events[2]["exception"]["values"]
-    assert (exception["type"], exception["value"]) == ("ValueError", "handler failed")
     for response, event in zip(responses, events, strict=True):
         short_id = response.headers["X-Request-ID"]
         span_context = spans[short_id].get_span_context()
@@ -162,6 +192,99 @@ async def test_events_of_a_request_carry_its_ids(
             "trace_id": format(span_context.trace_id, "032x"),
         }
     assert len(sentry_transport.events()) == 3
+    sentry_sdk.capture_message("after the requests")
+    assert id_tags(sentry_transport.event_with_message("after the requests")) == {}
+
+
+def sentry_events_of_a_crash(transport: CapturingTransport) -> list[tuple[Any, ...]]:
+    """What Sentry got for a crashed request, minus what differs from run to run."""
+    found = []
+    for event in transport.events():
+        for value in event.get("exception", {}).get("values", []):
+            mechanism = value.get("mechanism", {})
+            found.append(
+                (
+                    event.get("level"),
+                    value["type"],
+                    value["value"],
+                    mechanism.get("type"),
+                    mechanism.get("handled"),
+                    message_of(event),
+                )
+            )
+    return found
+
+
+@pytest.mark.parametrize("event_level", [None, logging.ERROR], ids=["events-off", "events-on"])
+async def test_aiohttp_integration_captures_what_it_captures_without_the_library(
+    aiohttp_client: AiohttpClient, event_level: int | None
+) -> None:
+    """AioHttpIntegration gets the handler's exception as its own unhandled "aiohttp" event,
+    exactly as without the library, also when LoggingIntegration makes no events; the
+    library adds only its tags."""
+    captured = {}
+    for name, middlewares in (("bare", []), ("ours", [RequestIdMiddleware()])):
+        transport = CapturingTransport()
+        sentry_sdk.init(
+            dsn=DSN,
+            transport=transport,
+            integrations=[AioHttpIntegration(), LoggingIntegration(event_level=event_level)],
+        )
+        try:
+            app = web.Application(middlewares=middlewares)
+            app.router.add_get("/fail", fail)
+            client = await aiohttp_client(app)
+            response = await client.get("/fail")
+            assert response.status == 500
+            captured[name] = (sentry_events_of_a_crash(transport), transport.events())
+        finally:
+            sentry_sdk.get_client().close()
+            sentry_sdk.get_global_scope().set_client(None)
+    assert captured["ours"][0] == captured["bare"][0]
+    assert captured["ours"][0] == [
+        ("error", "ValueError", "handler failed", "aiohttp", False, None)
+    ]
+    (event,) = captured["ours"][1]
+    assert set(id_tags(event)) == {"request_id", "trace_id"}
+    (bare_event,) = captured["bare"][1]
+    assert id_tags(bare_event) == {}
+
+
+async def test_a_faulty_sentry_hook_fails_no_request(
+    aiohttp_client: AiohttpClient,
+    aiohttp_server: AiohttpServer,
+    sentry_transport: CapturingTransport,
+    monkeypatch: pytest.MonkeyPatch,
+    log_lines: LineCollector,
+) -> None:
+    """A scope that refuses our tags (a stand-in for a Sentry release that changed: the real
+    Scope with set_tag made to raise) costs the request nothing: its answer, its header,
+    its access line, and the handler's exception still reaching aiohttp and Sentry."""
+
+    def refuse(self: object, key: str, value: object) -> None:
+        raise RuntimeError("this Sentry refuses tags")
+
+    monkeypatch.setattr(sentry_sdk.Scope, "set_tag", refuse)
+    middleware = RequestIdMiddleware()
+    app = make_app(middleware)
+    app.on_response_prepare.append(middleware.on_response_prepare)
+    server = await aiohttp_server(
+        app, access_log_class=RequestIdAccessLogger, logger=server_logger()
+    )
+    client: TestClient[web.Request, None] = await aiohttp_client(server)
+    ok = await client.get("/capture", params={"name": "untagged but sent"})
+    assert (ok.status, await ok.text()) == (200, "untagged but sent")
+    assert ID_RE.fullmatch(ok.headers["X-Request-ID"])
+    failed = await client.get("/fail")
+    assert failed.status == 500
+    assert ID_RE.fullmatch(failed.headers["X-Request-ID"])
+    access = [r for r in log_lines.records if r.name == "aiohttp.access"]
+    assert [vars(r)["request_id"] for r in access] == [
+        ok.headers["X-Request-ID"],
+        failed.headers["X-Request-ID"],
+    ]
+    assert sentry_transport.event_with_message("untagged but sent")
+    assert [e for e in sentry_transport.events() if "exception" in e]
 
 
 async def test_concurrent_requests_never_see_each_others_tags(
@@ -346,6 +469,12 @@ class FakeSentry:
         (event,) = [e for e in events if e is not None and message_of(cast(Any, e)) == message]
         return cast("dict[str, Any]", event)
 
+    def exception_event(self) -> dict[str, Any]:
+        """Return the one event that carries an exception."""
+        events = (envelope.get_event() for envelope in self.envelopes)
+        (event,) = [e for e in events if e is not None and "exception" in e]
+        return cast("dict[str, Any]", event)
+
     def span_with_request_id(self, short_id: str) -> Span:
         """Return the one exported span whose ``request.id`` attribute is ``short_id``."""
         (span,) = [
@@ -388,8 +517,10 @@ async def test_otlp_integration_makes_sentry_trace_id_the_opentelemetry_one(
 
     events = {
         "hello": sentry.event_with_message("hello from a request"),
-        "fail": sentry.event_with_message("Unhandled exception in GET /fail"),
+        "fail": sentry.exception_event(),
     }
+    (exception,) = events["fail"]["exception"]["values"]
+    assert (exception["type"], exception["value"]) == ("RuntimeError", "something broke")
     for name, event in events.items():
         trace_id = sentry.span_with_request_id(ids[name]).trace_id.hex()
         assert id_tags(event) == {"request_id": ids[name], "trace_id": trace_id}

@@ -164,9 +164,15 @@ async def test_cors_responses_expose_both_headers(
     assert forbidden.headers["traceresponse"].startswith("00-")
     assert exposed(forbidden) == ["X-Request-ID", "traceresponse"]
 
-    crashed = await fetch(server, "/crash")
+    # aiohttp's own 500 gets the headers through the on_response_prepare hook.
+    assert "traceresponse" not in (await fetch(server, "/crash")).headers
+    hooked = web.Application(middlewares=[middleware])
+    hooked.on_response_prepare.append(middleware.on_response_prepare)
+    hooked_server = await aiohttp_server(routes(hooked))
+    crashed = await fetch(hooked_server, "/crash")
     assert crashed.status == 500
     assert crashed.headers["traceresponse"].startswith("00-")
+    assert crashed.headers["traceresponse"].split("-")[1] != "0" * 32
 
 
 async def test_request_id_header_exposed_without_traceresponse(

@@ -73,7 +73,7 @@ def test_log_lines_and_spans_carry_the_same_ids(tmp_path: Path) -> None:
         assert f"cart {n} paid" in messages
         assert any(f'"POST /checkout/{n} HTTP/1.1" 200' in m for m in messages)
     crash_lines = by_id[ids["/crash"] or ""]
-    assert "Unhandled exception in GET /crash" in crash_lines
+    assert "Error handling request from 127.0.0.1" in crash_lines
     assert any('"GET /crash HTTP/1.1" 500' in m for m in crash_lines)
     assert "RuntimeError: payment service unreachable" in output
 
