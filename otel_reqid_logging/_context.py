@@ -54,6 +54,7 @@ class RequestIds:
     __slots__ = (
         "_record_attrs",
         "context",
+        "record_template",
         "record_values",
         "request_id",
         "sampled",
@@ -106,6 +107,9 @@ class RequestIds:
         # has met it: a record made there takes the request's values without looking for
         # the current span (records in a child span carry the child's span id).
         self.context: Context | None = None
+        # The record values as a whole record's dict, on Pythons where records start
+        # from one (made on first use; see _record_values.IdsDictLogRecord).
+        self.record_template: dict[str, Any] | None = None
 
     @property
     def record_attrs(self) -> dict[str, Any]:

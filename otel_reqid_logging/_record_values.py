@@ -35,11 +35,15 @@ from ._context import RECORD_ATTRIBUTES, RecordValues, RequestIds, _ids, request
 
 __all__ = [
     "OUTSIDE_REQUEST",
+    "RECORD_CLASS",
+    "USE_TEMPLATES",
+    "IdsDictLogRecord",
     "IdsLogRecord",
     "IdsRecordFactory",
     "RecordFactory",
     "attributes_here",
     "class_active",
+    "made_in_request",
     "resolve_context_readers",
     "set_class_active",
     "set_outside",
@@ -66,22 +70,49 @@ OUTSIDE_REQUEST: Mapping[str, Any] = MappingProxyType(_outside_attrs)
 # The same values as a plain tuple, which the record class unpacks.
 _outside_values: tuple[Any, ...] = tuple(_outside)
 
+# LogRecord's own attributes, and whether records start from a dict holding every key
+# (IdsDictLogRecord): CPython keeps an instance's attributes inline, without a dict, for
+# at most 30 keys per class, and LogRecord has 21 since Python 3.12 (``taskName``).
+_BASE_NAMES: tuple[str, ...] = tuple(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
+_INLINE_KEYS_MAX = 30
+USE_TEMPLATES = len(_BASE_NAMES) + len(RECORD_ATTRIBUTES) >= _INLINE_KEYS_MAX
+
+_Values = tuple[Any, ...]
+_Template = dict[str, Any] | None
+
+
+def _template(values: _Values) -> _Template:
+    """Return a whole record's dict with ``values`` (LogRecord's own keys None), if used."""
+    if not USE_TEMPLATES:
+        return None
+    template: dict[str, Any] = dict.fromkeys(_BASE_NAMES)
+    template.update(zip(RECORD_ATTRIBUTES, values, strict=True))
+    return template
+
+
+_outside_template = _template(_outside_values)
 # The span and app-set request id (the ancestor's ContextVar) the last record outside a
 # request was made with, and the values made from them: a job or a startup hook logs
 # many lines in one span, so its ids are formatted once. One tuple, so that threads
 # swapping it never pair a span with another span's values.
-_outside_cache: tuple[object, str | None, tuple[Any, ...]] = (None, None, _outside_values)
+_outside_cache: tuple[object, str | None, _Values, _Template] = (
+    None,
+    None,
+    _outside_values,
+    _outside_template,
+)
 # The same for the last child span of a request a record was made in.
-_child_cache: tuple[object, RequestIds | None, tuple[Any, ...]] = (None, None, ())
+_child_cache: tuple[object, RequestIds | None, _Values, _Template] = (None, None, (), None)
 
 
 def set_outside(name: str, value: Any) -> None:
     """Change one attribute of records made outside any request."""
-    global _outside, _outside_values, _outside_cache  # noqa: PLW0603  (read for every record outside a request)
+    global _outside, _outside_values, _outside_template, _outside_cache  # noqa: PLW0603  (read for every record outside a request)
     _outside = _outside._replace(**{name: value})
     _outside_attrs[name] = value
     _outside_values = tuple(_outside)
-    _outside_cache = (None, None, _outside_values)
+    _outside_template = _template(_outside_values)
+    _outside_cache = (None, None, _outside_values, _outside_template)
 
 
 def _context_getter() -> Callable[[], Context]:
@@ -122,8 +153,8 @@ def resolve_context_readers() -> None:
     global current_context, _SPAN_KEY, _outside_cache, _child_cache  # noqa: PLW0603
     current_context = _context_getter()
     _SPAN_KEY = _span_key()
-    _outside_cache = (None, None, _outside_values)
-    _child_cache = (None, None, ())
+    _outside_cache = (None, None, _outside_values, _outside_template)
+    _child_cache = (None, None, (), None)
 
 
 resolve_context_readers()
@@ -137,7 +168,7 @@ def _span_in(context: Context) -> object:
     return None if span is INVALID_SPAN else span
 
 
-def _values_outside_request(span: object, app_id: str | None) -> tuple[Any, ...]:
+def _made_outside(span: object, app_id: str | None) -> tuple[_Values, _Template]:
     """Make (and keep for the next record) the values of a record made outside a request.
 
     In an OpenTelemetry span that is not a request (a background task, a job, a thread
@@ -163,9 +194,13 @@ def _values_outside_request(span: object, app_id: str | None) -> tuple[Any, ...]
         )
     if app_id is not None:
         values = values._replace(request_id=app_id, requestIdPrefix=f"[req:{app_id}] ")
-    made = _outside_values if values is _outside else tuple(values)
-    _outside_cache = (span, app_id, made)
-    return made
+    if values is _outside:
+        made, template = _outside_values, _outside_template
+    else:
+        made = tuple(values)
+        template = _template(made)
+    _outside_cache = (span, app_id, made, template)
+    return made, template
 
 
 def _valid_context_of(span: object) -> trace.SpanContext | None:
@@ -177,7 +212,15 @@ def _valid_context_of(span: object) -> trace.SpanContext | None:
     return span_context if span_context.is_valid else None
 
 
-def values_in_request(ids: RequestIds) -> tuple[Any, ...]:
+def _request_made(ids: RequestIds) -> tuple[_Values, _Template]:
+    """Return the request's own values (and template, made on first use)."""
+    template = ids.record_template
+    if template is None and USE_TEMPLATES:
+        template = ids.record_template = _template(ids.record_values)
+    return ids.record_values, template
+
+
+def made_in_request(ids: RequestIds) -> tuple[_Values, _Template]:
     """Return the values of a record made in a request, in a context not yet met.
 
     In the request's own span they are the request's values (and the context is kept
@@ -188,29 +231,30 @@ def values_in_request(ids: RequestIds) -> tuple[Any, ...]:
     global _child_cache  # noqa: PLW0603  (see its definition)
     context = current_context()
     span = _span_in(context)
-    values = ids.record_values
     if span is None:
-        return values
-    cached_span, cached_ids, cached_values = _child_cache
+        return _request_made(ids)
+    cached_span, cached_ids, cached_values, cached_template = _child_cache
     if span is cached_span and ids is cached_ids:
-        return cached_values
+        return cached_values, cached_template
     span_context = _valid_context_of(span)
     if span_context is None:
-        return values
+        return _request_made(ids)
     span_hex = "%016x" % span_context.span_id  # noqa: UP031
     if span_hex == ids.span_id:
-        ids.context = context
-        return values
+        made = _request_made(ids)
+        ids.context = context  # after the template: a thread seeing it finds both
+        return made
     values = tuple(
-        RecordValues(*values)._replace(
+        RecordValues(*ids.record_values)._replace(
             span_id=span_hex,
             otelTraceID="%032x" % span_context.trace_id,  # noqa: UP031
             otelSpanID=span_hex,
             otelTraceSampled=span_context.trace_flags.sampled,
         )
     )
-    _child_cache = (span, ids, values)
-    return values
+    template = _template(values)
+    _child_cache = (span, ids, values, template)
+    return values, template
 
 
 def values_here() -> tuple[Any, ...]:
@@ -219,13 +263,13 @@ def values_here() -> tuple[Any, ...]:
     if ids is not None:
         if current_context() is ids.context:
             return ids.record_values
-        return values_in_request(ids)
+        return made_in_request(ids)[0]
     span = _span_in(current_context())
     app_id = request_id.get()
-    cached_span, cached_id, values = _outside_cache
+    cached_span, cached_id, values, _ = _outside_cache
     if span is cached_span and app_id is cached_id:
         return values
-    return _values_outside_request(span, app_id)
+    return _made_outside(span, app_id)[0]
 
 
 def attributes_here() -> Mapping[str, Any]:
@@ -301,14 +345,14 @@ class IdsLogRecord(logging.LogRecord):
                 if current_context() is ids.context:  # the request's own span: no lookup
                     values = ids.record_values
                 else:
-                    values = values_in_request(ids)
+                    values = made_in_request(ids)[0]
             else:
                 context = current_context()
                 span = context.get(_SPAN_KEY) if _SPAN_KEY is not None else _span_in(context)
                 app_id = request_id.get()
-                cached_span, cached_id, values = _outside_cache
+                cached_span, cached_id, values, _ = _outside_cache
                 if span is not cached_span or app_id is not cached_id:
-                    values = _values_outside_request(span, app_id)
+                    values = _made_outside(span, app_id)[0]
             # The fields of RecordValues, in its order (test_records checks each one).
             (
                 self.request_id,
@@ -337,3 +381,57 @@ def set_class_active(active: bool) -> None:
 def class_active() -> bool:
     """Tell whether ``IdsLogRecord`` adds the ids."""
     return _class_active
+
+
+class IdsDictLogRecord(logging.LogRecord):
+    """``IdsLogRecord`` for Pythons where LogRecord's attributes and ours pass 30 (3.12+).
+
+    There a record cannot keep its attributes inline: the 30th one set converts them
+    into a dict, entry by entry. Starting the record from a copy of a dict that already
+    holds every key (ours with their values, LogRecord's None until its ``__init__``
+    sets them) costs less than that conversion, and needs no resizing on the way.
+    """
+
+    previous: RecordFactory = logging.LogRecord
+
+    def __init__(  # noqa: PLR0917  (LogRecord's own signature)
+        self,
+        name: str,
+        level: int,
+        pathname: str,
+        lineno: int,
+        msg: object,
+        args: Any,
+        exc_info: Any,
+        func: str | None = None,
+        sinfo: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if _class_active:
+            # IdsLogRecord's choice of values, for their template.
+            ids = _ids.get()
+            if ids is not None:
+                if current_context() is ids.context:
+                    template = ids.record_template
+                else:
+                    template = made_in_request(ids)[1]
+            else:
+                context = current_context()
+                span = context.get(_SPAN_KEY) if _SPAN_KEY is not None else _span_in(context)
+                app_id = request_id.get()
+                cached_span, cached_id, _, template = _outside_cache
+                if span is not cached_span or app_id is not cached_id:
+                    template = _made_outside(span, app_id)[1]
+            self.__dict__ = template.copy()  # type: ignore[union-attr]  # never None here
+        if kwargs:
+            _init_record(
+                self, name, level, pathname, lineno, msg, args, exc_info, func, sinfo, **kwargs
+            )
+        else:
+            _init_record(self, name, level, pathname, lineno, msg, args, exc_info, func, sinfo)
+
+
+#: The record class the factory installs on top of LogRecord.
+RECORD_CLASS: type[IdsLogRecord] | type[IdsDictLogRecord] = (
+    IdsDictLogRecord if USE_TEMPLATES else IdsLogRecord
+)

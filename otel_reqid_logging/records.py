@@ -28,6 +28,8 @@ from opentelemetry import trace
 from ._context import RECORD_ATTRIBUTES
 from ._record_values import (
     OUTSIDE_REQUEST,
+    RECORD_CLASS,
+    IdsDictLogRecord,
     IdsLogRecord,
     IdsRecordFactory,
     attributes_here,
@@ -51,7 +53,8 @@ LOG_FORMAT = (
 _lock = threading.Lock()
 _NAMES = frozenset(RECORD_ATTRIBUTES)
 
-_installed: IdsRecordFactory | type[IdsLogRecord] | None = None
+_Installed = IdsRecordFactory | type[IdsLogRecord] | type[IdsDictLogRecord]
+_installed: _Installed | None = None
 
 
 def _set_outside(name: str, value: Any) -> None:
@@ -59,7 +62,9 @@ def _set_outside(name: str, value: Any) -> None:
     set_outside(name, value)
 
 
-def _set_active(factory: IdsRecordFactory | type[IdsLogRecord], active: bool) -> None:
+def _set_active(
+    factory: IdsRecordFactory | type[IdsLogRecord] | type[IdsDictLogRecord], active: bool
+) -> None:
     if isinstance(factory, IdsRecordFactory):
         factory.active = active
     else:
@@ -240,7 +245,7 @@ def install_record_factory() -> None:
                 return
         previous = logging.getLogRecordFactory()
         if previous is logging.LogRecord:
-            _installed = IdsLogRecord
+            _installed = RECORD_CLASS
             _set_active(_installed, True)
         else:
             _installed = IdsRecordFactory(previous)

@@ -307,15 +307,22 @@ def test_the_record_class_sets_every_field_of_the_table() -> None:
     )
     distinct = tuple(f"value-of-{name}" for name in RECORD_ATTRIBUTES)
     ids.record_values = distinct
-    ids.context = otel_context.get_current()  # the fast path: the request's own context
+    server = trace.NonRecordingSpan(
+        trace.SpanContext(trace_id=1, span_id=2, is_remote=False, trace_flags=trace.TraceFlags(1))
+    )
+    context_token = otel_context.attach(trace.set_span_in_context(server))
     token = _ids.set(ids)
     try:
-        record = make_record()
+        first = make_record()  # meets the request's own span: its context is kept
+        assert ids.context is otel_context.get_current()
+        second = make_record()  # takes the request's values at once
     finally:
         _ids.reset(token)
-    assert {name: vars(record)[name] for name in RECORD_ATTRIBUTES} == dict(
-        zip(RECORD_ATTRIBUTES, distinct, strict=True)
-    )
+        otel_context.detach(context_token)
+    for record in (first, second):
+        assert {name: vars(record)[name] for name in RECORD_ATTRIBUTES} == dict(
+            zip(RECORD_ATTRIBUTES, distinct, strict=True)
+        )
 
 
 @pytest.mark.parametrize("name", RECORD_ATTRIBUTES)
