@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
@@ -29,6 +31,10 @@ class RecordValues(NamedTuple):
 
 
 RECORD_ATTRIBUTES: tuple[str, ...] = RecordValues._fields
+# A dict's values for the record attributes, as a tuple in the table's order.
+_in_table_order: Callable[[Mapping[str, Any]], tuple[Any, ...]] = operator.itemgetter(
+    *RECORD_ATTRIBUTES
+)
 
 __all__ = [
     "EXCLUDED_KEY",
@@ -87,22 +93,21 @@ class RequestIds:
         self.span_id = span_hex = "%016x" % span_id  # noqa: UP031
         self.sampled = sampled
         self.trace_flags = int(sampled_flag) if trace_flags is None else trace_flags
-        # The record attributes' values as a plain tuple (the record class unpacks it;
-        # a NamedTuple would not take CPython's fast path for that).
-        self.record_values: tuple[Any, ...] = tuple(
-            RecordValues(
-                request_id=request_id,
-                trace_id=trace_hex,
-                span_id=span_hex,
-                trace_sampled=sampled,
-                requestIdPrefix=f"[req:{request_id}] ",
-                otelTraceID=trace_hex,
-                otelSpanID=span_hex,
-                otelTraceSampled=sampled_flag,
-                otelServiceName=service_name,
-            )
-        )
-        self._record_attrs: dict[str, Any] | None = None
+        # The record attributes by name, and their values in the table's order as a
+        # plain tuple, which the record class unpacks (a NamedTuple built by keyword
+        # would cost a Python call more per request, and its unpacking is slower).
+        self._record_attrs: dict[str, Any] = {
+            "request_id": request_id,
+            "trace_id": trace_hex,
+            "span_id": span_hex,
+            "trace_sampled": sampled,
+            "requestIdPrefix": f"[req:{request_id}] ",
+            "otelTraceID": trace_hex,
+            "otelSpanID": span_hex,
+            "otelTraceSampled": sampled_flag,
+            "otelServiceName": service_name,
+        }
+        self.record_values: tuple[Any, ...] = _in_table_order(self._record_attrs)
         # The OpenTelemetry context the request's own span is current in, once a record
         # has met it: a record made there takes the request's values without looking for
         # the current span (records in a child span carry the child's span id).
@@ -113,12 +118,8 @@ class RequestIds:
 
     @property
     def record_attrs(self) -> dict[str, Any]:
-        """The log record attributes as a dict (made on first use)."""
-        attrs = self._record_attrs
-        if attrs is None:
-            attrs = dict(zip(RECORD_ATTRIBUTES, self.record_values, strict=True))
-            self._record_attrs = attrs
-        return attrs
+        """The log record attributes as a dict (``record_values`` by name)."""
+        return self._record_attrs
 
     def __repr__(self) -> str:
         return (

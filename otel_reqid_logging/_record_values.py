@@ -414,7 +414,7 @@ class IdsDictLogRecord(logging.LogRecord):
             ids = _ids.get()
             if ids is not None:
                 if current_context() is ids.context:
-                    template = ids.record_template
+                    template = ids.record_template or _request_made(ids)[1]
                 else:
                     template = made_in_request(ids)[1]
             else:

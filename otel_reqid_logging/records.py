@@ -141,12 +141,18 @@ def _make_record(  # noqa: PLR0917  (Logger.makeRecord's signature)
     sinfo: str | None = None,
 ) -> logging.LogRecord:
     """``Logger.makeRecord`` while the ids are on, above the standard library's own."""
-    if extra is not None:
+    if extra is None:
+        factory = _logging_names[_FACTORY_NAME]
+        record: logging.LogRecord = factory(name, level, fn, lno, msg, args, exc_info, func, sinfo)
+    elif _NAMES.isdisjoint(extra):  # extras of other names (aiohttp's access line): as is
+        record = _previous_make_record(
+            self, name, level, fn, lno, msg, args, exc_info, func, extra, sinfo
+        )
+        factory = _logging_names[_FACTORY_NAME]
+    else:
         return _make_record_with_extra(
             self, name, level, fn, lno, msg, args, exc_info, func, extra, sinfo
         )
-    factory = _logging_names[_FACTORY_NAME]
-    record: logging.LogRecord = factory(name, level, fn, lno, msg, args, exc_info, func, sinfo)
     if factory is not _installed:
         _give_ids(record)
     return record
