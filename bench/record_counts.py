@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
 
+from otel_reqid_logging import install_record_factory, uninstall_record_factory
+
 from .records import emit, factories, make_logger, places
 
 __all__ = ["main"]
@@ -33,9 +35,14 @@ def _serve(number: int) -> None:
             if command[0] == "prepare":
                 stack.close()
                 factory, place = command[1:]
+                uninstall_record_factory()
                 logging.setLogRecordFactory(
                     logging.LogRecord if factory == "none" else made[factory]
                 )
+                if factory == "ours":
+                    # As the library runs: its Logger.makeRecord too, not only its factory.
+                    logging.setLogRecordFactory(logging.LogRecord)
+                    install_record_factory()
                 stack.enter_context(where[place]())
                 records = 0 if factory == "none" else number
                 emit(logger, min(records, _WARMUP_RECORDS))

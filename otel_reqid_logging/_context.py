@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 from opentelemetry.context import Context
 
-# The log record attributes every record carries, in the order the record factory sets them.
-RECORD_ATTRIBUTES = (
-    "request_id",
-    "trace_id",
-    "span_id",
-    "trace_sampled",
-    "requestIdPrefix",
-    "otelTraceID",
-    "otelSpanID",
-    "otelTraceSampled",
-    "otelServiceName",
+
+class RecordValues(NamedTuple):
+    """The log record attributes every record carries: the one table of them.
+
+    Its fields are the attribute names, in the order records get them; everything that
+    writes or reads the attributes goes through it (``RECORD_ATTRIBUTES`` is its names).
+    Values are built by name, so no other place spells the order out.
+    """
+
+    request_id: str
+    trace_id: str
+    span_id: str
+    trace_sampled: bool
+    requestIdPrefix: str  # noqa: N815  (the ancestor's name)
+    otelTraceID: str  # noqa: N815  (OpenTelemetry's names, as its logging instrumentation has them)
+    otelSpanID: str  # noqa: N815
+    otelTraceSampled: bool  # noqa: N815
+    otelServiceName: str  # noqa: N815
+
+
+RECORD_ATTRIBUTES: tuple[str, ...] = RecordValues._fields
+# A dict's values for the record attributes, as a tuple in the table's order.
+_in_table_order: Callable[[Mapping[str, Any]], tuple[Any, ...]] = operator.itemgetter(
+    *RECORD_ATTRIBUTES
 )
 
 __all__ = [
@@ -27,6 +42,7 @@ __all__ = [
     "REQUEST_IDS_KEY",
     "REQUEST_ID_KEY",
     "REQUEST_OTEL_CONTEXT_KEY",
+    "RecordValues",
     "RequestIds",
     "current_request_id",
     "current_trace_id",
@@ -43,6 +59,8 @@ class RequestIds:
 
     __slots__ = (
         "_record_attrs",
+        "context",
+        "record_template",
         "record_values",
         "request_id",
         "sampled",
@@ -75,29 +93,33 @@ class RequestIds:
         self.span_id = span_hex = "%016x" % span_id  # noqa: UP031
         self.sampled = sampled
         self.trace_flags = int(sampled_flag) if trace_flags is None else trace_flags
-        # The values of the record attributes, in the order of RECORD_ATTRIBUTES: the
-        # record factory unpacks them onto each record.
-        self.record_values: tuple[Any, ...] = (
-            request_id,
-            trace_hex,
-            span_hex,
-            sampled,
-            f"[req:{request_id}] ",
-            trace_hex,
-            span_hex,
-            sampled_flag,
-            service_name,
-        )
-        self._record_attrs: dict[str, Any] | None = None
+        # The record attributes by name, and their values in the table's order as a
+        # plain tuple, which the record class unpacks (a NamedTuple built by keyword
+        # would cost a Python call more per request, and its unpacking is slower).
+        self._record_attrs: dict[str, Any] = {
+            "request_id": request_id,
+            "trace_id": trace_hex,
+            "span_id": span_hex,
+            "trace_sampled": sampled,
+            "requestIdPrefix": f"[req:{request_id}] ",
+            "otelTraceID": trace_hex,
+            "otelSpanID": span_hex,
+            "otelTraceSampled": sampled_flag,
+            "otelServiceName": service_name,
+        }
+        self.record_values: tuple[Any, ...] = _in_table_order(self._record_attrs)
+        # The OpenTelemetry context the request's own span is current in, once a record
+        # has met it: a record made there takes the request's values without looking for
+        # the current span (records in a child span carry the child's span id).
+        self.context: Context | None = None
+        # The record values as a whole record's dict, on Pythons where records start
+        # from one (made on first use; see _record_values.IdsDictLogRecord).
+        self.record_template: dict[str, Any] | None = None
 
     @property
     def record_attrs(self) -> dict[str, Any]:
-        """The log record attributes as a dict (made on first use)."""
-        attrs = self._record_attrs
-        if attrs is None:
-            attrs = dict(zip(RECORD_ATTRIBUTES, self.record_values, strict=True))
-            self._record_attrs = attrs
-        return attrs
+        """The log record attributes as a dict (``record_values`` by name)."""
+        return self._record_attrs
 
     def __repr__(self) -> str:
         return (

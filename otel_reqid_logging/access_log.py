@@ -21,7 +21,7 @@ from ._context import (
     request_id,
 )
 from ._message_ids import _GUNICORN_ACCESS, message_with_ids
-from .records import _current_attributes
+from ._record_values import attributes_here
 
 __all__ = ["RequestIdAccessLogger"]
 
@@ -40,7 +40,7 @@ class _AccessLineFilter(logging.Filter):
         attributes = record.__dict__
         try:
             if "request_id" not in attributes:
-                attributes.update(_current_attributes())
+                attributes.update(attributes_here())
             if record.name == _GUNICORN_ACCESS and isinstance(record.msg, str):
                 # gunicorn prints the message alone: there the ids go into its text.
                 record.msg = message_with_ids(record.name, record.msg, attributes)

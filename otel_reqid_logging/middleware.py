@@ -164,6 +164,8 @@ class RequestIdMiddleware:
         request[REQUEST_ID_KEY] = ids.request_id
         # For the access line, which aiohttp writes after this returns.
         request[REQUEST_OTEL_CONTEXT_KEY] = request_context
+        # Records made there carry the request's own values without a span lookup.
+        ids.context = request_context
         ids_token = _ids.set(ids)
         request_id_token = request_id.set(ids.request_id)
         try:

@@ -6,26 +6,37 @@ naming them never fails:
 ``request_id``, ``trace_id``, ``span_id``, ``trace_sampled``, ``requestIdPrefix`` and
 OpenTelemetry's ``otelTraceID``, ``otelSpanID``, ``otelTraceSampled``, ``otelServiceName``.
 
-Inside a request they are the request's ids. Outside one but inside an OpenTelemetry span
-(a background task, a job, a thread with a span) the trace and span ids are that span's,
-and ``request_id`` is ``-``; outside any span they are ``OUTSIDE_REQUEST``.
+Inside a request they are the request's ids; inside a child span of the request,
+``span_id`` and OpenTelemetry's span names are that span's. Outside one but inside an
+OpenTelemetry span (a background task, a job, a thread with a span) the trace and span
+ids are that span's, and ``request_id`` is ``-`` (or what the app set in the ancestor's
+``request_id`` ContextVar); outside any span they are ``OUTSIDE_REQUEST``.
+
+A caller's ``extra=`` value for one of these names wins for that record: while the ids
+are on, ``Logger.makeRecord`` applies those after the record is made, and the other
+names as the standard library does.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
-from contextvars import ContextVar
-from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.context import Context
-from opentelemetry.trace import INVALID_SPAN, Span
 
-from ._context import RECORD_ATTRIBUTES, _ids
+from ._context import RECORD_ATTRIBUTES
+from ._record_values import (
+    OUTSIDE_REQUEST,
+    RECORD_CLASS,
+    IdsDictLogRecord,
+    IdsLogRecord,
+    IdsRecordFactory,
+    attributes_here,
+    class_active,
+    set_class_active,
+    set_outside,
+)
 
 __all__ = [
     "LOG_FORMAT",
@@ -39,221 +50,175 @@ LOG_FORMAT = (
     "%(asctime)s %(levelname)s %(name)s [req:%(request_id)s trace:%(trace_id)s] %(message)s"
 )
 
+_lock = threading.Lock()
+_NAMES = frozenset(RECORD_ATTRIBUTES)
 
-# What records made outside any request carry. OpenTelemetry's names take the values
-# its logging instrumentation writes outside a span. Only this module changes it (the
-# service name), through _set_outside; users see it read-only as OUTSIDE_REQUEST.
-_outside: dict[str, Any] = {
-    "request_id": "-",
-    "trace_id": "-",
-    "span_id": "-",
-    "trace_sampled": False,
-    "requestIdPrefix": "",
-    "otelTraceID": "0",
-    "otelSpanID": "0",
-    "otelTraceSampled": False,
-    "otelServiceName": "",
-}
-OUTSIDE_REQUEST: Mapping[str, Any] = MappingProxyType(_outside)
-# The same values in the order of RECORD_ATTRIBUTES, which the record class unpacks.
-_outside_values: tuple[Any, ...] = tuple(_outside[name] for name in RECORD_ATTRIBUTES)
+_Installed = IdsRecordFactory | type[IdsLogRecord] | type[IdsDictLogRecord]
+_installed: _Installed | None = None
 
 
 def _set_outside(name: str, value: Any) -> None:
     """Change one attribute of records made outside any request."""
-    global _outside_values, _span_cache  # noqa: PLW0603  (read for every record outside a request)
-    _outside[name] = value
-    _outside_values = tuple(_outside[name] for name in RECORD_ATTRIBUTES)
-    _span_cache = (INVALID_SPAN, _outside_values)
+    set_outside(name, value)
 
 
-_RecordFactory = Callable[..., logging.LogRecord]
-_lock = threading.Lock()
-
-
-def _span_key() -> str | None:
-    """Return the key under which OpenTelemetry keeps the current span in a Context.
-
-    Found through the public API, so that a record reads the span with one dict lookup
-    instead of ``trace.get_current_span()`` (whose ABC isinstance check costs ~150 ns);
-    the tests fail if OpenTelemetry stops keeping it so.
-    """
-    keys = list(trace.set_span_in_context(INVALID_SPAN, Context()))
-    return keys[0] if len(keys) == 1 else None
-
-
-_SPAN_KEY = _span_key()
-
-
-def _context_getter() -> Callable[[], Context]:
-    """Return the cheapest call that gives what ``otel_context.get_current()`` gives.
-
-    With the SDK's default runtime context that is its ContextVar's own ``get`` (a C
-    call, two Python calls less per record); else its ``get_current``, else the API's
-    function. The tests check that each answers as the API does.
-    """
-    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
-    variable = getattr(runtime, "_current_context", None)
-    if isinstance(variable, ContextVar):
-        return variable.get
-    return getattr(runtime, "get_current", otel_context.get_current)
-
-
-_get_current_context: Callable[[], Context] = _context_getter()
-
-# The span the last record outside a request was made in, and the values made from it: a
-# job or a startup hook logs many lines in one span, so its ids are formatted once. One
-# tuple, so that threads swapping it never pair a span with another span's values.
-_span_cache: tuple[object, tuple[Any, ...]] = (INVALID_SPAN, _outside_values)
-
-
-def _values_outside_request() -> tuple[Any, ...]:
-    """Return the record values for a record made outside any request.
-
-    Inside an OpenTelemetry span that is not a request (a background task, a job, a
-    thread with a span) they carry that span's ids, as OpenTelemetry's logging
-    instrumentation writes them; ``request_id`` keeps the outside marker.
-    """
-    span = _get_current_context().get(_SPAN_KEY)  # type: ignore[arg-type]
-    if span is None:
-        return _outside_values
-    cached_span, values = _span_cache
-    if span is cached_span:
-        return values
-    return _values_of_span(span)
-
-
-def _values_of_span(span: object) -> tuple[Any, ...]:
-    """Make (and keep for the next record) the record values of a span's ids."""
-    global _span_cache  # noqa: PLW0603  (see its definition)
-    values = _outside_values
-    if isinstance(span, Span):
-        context = span.get_span_context()
-        if context.is_valid:
-            # %-formatting, as in RequestIds: the cheapest way to these fixed-width ids.
-            trace_hex = "%032x" % context.trace_id  # noqa: UP031
-            span_hex = "%016x" % context.span_id  # noqa: UP031
-            flag = context.trace_flags.sampled
-            outside = _outside
-            values = (
-                outside["request_id"],
-                trace_hex,
-                span_hex,
-                flag and span.is_recording(),
-                outside["requestIdPrefix"],
-                trace_hex,
-                span_hex,
-                flag,
-                outside["otelServiceName"],
-            )
-    _span_cache = (span, values)
-    return values
-
-
-def _current_attributes() -> Mapping[str, Any]:
-    """Return the attributes the record factory gives a record made here and now."""
-    ids = _ids.get()
-    if ids is not None:
-        return ids.record_attrs
-    values = _values_outside_request()
-    if values is _outside_values:
-        return _outside
-    return dict(zip(RECORD_ATTRIBUTES, values, strict=True))
-
-
-class _IdsRecordFactory:
-    """A record factory that adds the ids to what the previous factory made.
-
-    Removing it while a factory installed later still calls it cannot unlink it from
-    that factory's chain; it then stays in place and only passes records through.
-    """
-
-    __slots__ = ("active", "previous")
-
-    def __init__(self, previous: _RecordFactory) -> None:
-        self.previous = previous
-        self.active = True
-
-    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = self.previous(*args, **kwargs)
-        if self.active:
-            record.__dict__.update(_current_attributes())
-        return record
-
-
-_init_record = logging.LogRecord.__init__
-
-
-class _IdsLogRecord(logging.LogRecord):
-    """A LogRecord carrying the ids: the factory itself when the previous one is LogRecord.
-
-    The common case, and the hot one: being the record class instead of a function
-    wrapping it saves a call per record, and setting the attributes one by one in a
-    fixed order keeps them in the instance's compact storage instead of its dict.
-    Like ``_IdsRecordFactory`` it only passes records through once switched off
-    (``_class_active``).
-    """
-
-    previous: ClassVar[_RecordFactory] = logging.LogRecord
-
-    def __init__(  # noqa: PLR0917  (LogRecord's own signature)
-        self,
-        name: str,
-        level: int,
-        pathname: str,
-        lineno: int,
-        msg: object,
-        args: Any,
-        exc_info: Any,
-        func: str | None = None,
-        sinfo: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if kwargs:
-            _init_record(
-                self, name, level, pathname, lineno, msg, args, exc_info, func, sinfo, **kwargs
-            )
-        else:
-            # Without ``**`` the call takes CPython's fast path (~0.2 µs less per record).
-            _init_record(self, name, level, pathname, lineno, msg, args, exc_info, func, sinfo)
-        if _class_active:
-            ids = _ids.get()
-            if ids is not None:
-                values = ids.record_values
-            else:
-                # _values_outside_request(), inlined: a call less for every such record.
-                span = _get_current_context().get(_SPAN_KEY)  # type: ignore[arg-type]
-                cached_span, values = _span_cache
-                if span is not cached_span:
-                    # A span the last record was not made in, or none at all.
-                    values = _outside_values if span is None else _values_of_span(span)
-            # In the order of RECORD_ATTRIBUTES, as _outside_values and RequestIds keep them.
-            (
-                self.request_id,
-                self.trace_id,
-                self.span_id,
-                self.trace_sampled,
-                self.requestIdPrefix,
-                self.otelTraceID,
-                self.otelSpanID,
-                self.otelTraceSampled,
-                self.otelServiceName,
-            ) = values
-
-
-# Whether _IdsLogRecord adds the ids: a module global rather than a class attribute,
-# because Python 3.11 reads it ~80 ns faster, and it is read for every record.
-_class_active = True
-
-_installed: _IdsRecordFactory | type[_IdsLogRecord] | None = None
-
-
-def _set_active(factory: _IdsRecordFactory | type[_IdsLogRecord], active: bool) -> None:
-    global _class_active  # noqa: PLW0603  (see its definition)
-    if isinstance(factory, _IdsRecordFactory):
+def _set_active(
+    factory: IdsRecordFactory | type[IdsLogRecord] | type[IdsDictLogRecord], active: bool
+) -> None:
+    if isinstance(factory, IdsRecordFactory):
         factory.active = active
     else:
-        _class_active = active
+        set_class_active(active)
+
+
+# -- Logger.makeRecord: where a caller's extra= meets the record's attributes ------------
+#
+# The standard library refuses an ``extra`` key the record already has (KeyError
+# "Attempt to overwrite"). The factory puts our names on every record, so while the ids
+# are on, makeRecord hands the standard library's the extras without our names and
+# applies ours afterwards: the caller's value wins for that record, and every other
+# name (``message``, ``asctime``, LogRecord's own) still meets the standard library's
+# own check. It also gives the ids to a record whose factory chain no longer reaches
+# ours (another library put back the factory it found before ours).
+
+_MakeRecord = Any  # Logger.makeRecord's type, as typeshed has it, is not needed here
+_stdlib_make_record: _MakeRecord = logging.Logger.makeRecord
+_previous_make_record: _MakeRecord = None
+_make_record_active = False
+# The module's namespace: with the standard library's own makeRecord below us, ours
+# reads the current factory where logging keeps it (``_logRecordFactory``), as the
+# standard library's does, instead of calling getLogRecordFactory() for every record.
+_logging_names = vars(logging)
+_FACTORY_NAME = "_logRecordFactory"
+
+
+def _give_ids(record: logging.LogRecord) -> None:
+    """Give the ids to a record that lacks them (made by a chain without our factory)."""
+    attributes = record.__dict__
+    if _make_record_active and "request_id" not in attributes:
+        attributes.update(attributes_here())
+
+
+def _make_record_with_extra(  # noqa: PLR0917  (Logger.makeRecord's signature)
+    logger: logging.Logger,
+    name: str,
+    level: int,
+    fn: str,
+    lno: int,
+    msg: object,
+    args: Any,
+    exc_info: Any,
+    func: str | None,
+    extra: Any,
+    sinfo: str | None,
+) -> logging.LogRecord:
+    """``makeRecord`` with ``extra``: the caller's values for our names win."""
+    if not _make_record_active or _NAMES.isdisjoint(extra):
+        ours = None
+    else:
+        ours = {key: extra[key] for key in extra if key in _NAMES}
+        extra = {key: extra[key] for key in extra if key not in _NAMES}
+    record: logging.LogRecord = _previous_make_record(
+        logger, name, level, fn, lno, msg, args, exc_info, func, extra, sinfo
+    )
+    _give_ids(record)
+    if ours:
+        record.__dict__.update(ours)
+    return record
+
+
+def _make_record(  # noqa: PLR0917  (Logger.makeRecord's signature)
+    self: logging.Logger,
+    name: str,
+    level: int,
+    fn: str,
+    lno: int,
+    msg: object,
+    args: Any,
+    exc_info: Any,
+    func: str | None = None,
+    extra: Any = None,
+    sinfo: str | None = None,
+) -> logging.LogRecord:
+    """``Logger.makeRecord`` while the ids are on, above the standard library's own."""
+    if extra is None:
+        factory = _logging_names[_FACTORY_NAME]
+        record: logging.LogRecord = factory(name, level, fn, lno, msg, args, exc_info, func, sinfo)
+    elif _NAMES.isdisjoint(extra):  # extras of other names (aiohttp's access line): as is
+        record = _previous_make_record(
+            self, name, level, fn, lno, msg, args, exc_info, func, extra, sinfo
+        )
+        factory = _logging_names[_FACTORY_NAME]
+    else:
+        return _make_record_with_extra(
+            self, name, level, fn, lno, msg, args, exc_info, func, extra, sinfo
+        )
+    if factory is not _installed:
+        _give_ids(record)
+    return record
+
+
+def _make_record_wrapping(  # noqa: PLR0917  (Logger.makeRecord's signature)
+    self: logging.Logger,
+    name: str,
+    level: int,
+    fn: str,
+    lno: int,
+    msg: object,
+    args: Any,
+    exc_info: Any,
+    func: str | None = None,
+    extra: Any = None,
+    sinfo: str | None = None,
+) -> logging.LogRecord:
+    """``Logger.makeRecord`` while the ids are on, above any other makeRecord.
+
+    The public way round: used when the standard library keeps its factory elsewhere
+    or something else replaced ``Logger.makeRecord`` before us.
+    """
+    if extra is not None:
+        return _make_record_with_extra(
+            self, name, level, fn, lno, msg, args, exc_info, func, extra, sinfo
+        )
+    record: logging.LogRecord = _previous_make_record(
+        self, name, level, fn, lno, msg, args, exc_info, func, None, sinfo
+    )
+    _give_ids(record)
+    return record
+
+
+def _reads_factory_directly(previous: _MakeRecord) -> bool:
+    """Tell whether ours may read the factory where the standard library keeps it."""
+    return (
+        previous is _stdlib_make_record
+        and _logging_names.get(_FACTORY_NAME, _NOT_THERE) is logging.getLogRecordFactory()
+    )
+
+
+_NOT_THERE = object()
+
+
+def _install_make_record() -> None:
+    """Put ours in place of ``Logger.makeRecord`` (once: again, it only switches it on)."""
+    global _previous_make_record, _make_record_active  # noqa: PLW0603  (one per process)
+    _make_record_active = True
+    if _previous_make_record is not None:
+        # Ours is in place, or in the chain of a makeRecord set after it: wrapping
+        # that one again would call ourselves.
+        return
+    current = vars(logging.Logger)["makeRecord"]
+    _previous_make_record = current
+    chosen = _make_record if _reads_factory_directly(current) else _make_record_wrapping
+    logging.Logger.makeRecord = chosen  # type: ignore[method-assign]
+
+
+def _uninstall_make_record() -> None:
+    """Put back the makeRecord that was there, or pass through if one came after ours."""
+    global _previous_make_record, _make_record_active  # noqa: PLW0603
+    _make_record_active = False
+    if vars(logging.Logger)["makeRecord"] in {_make_record, _make_record_wrapping}:
+        logging.Logger.makeRecord = _previous_make_record  # type: ignore[method-assign]
+        _previous_make_record = None
 
 
 def _service_name() -> str:
@@ -279,16 +244,17 @@ def install_record_factory() -> None:
     global _installed  # noqa: PLW0603  (the one factory of this process)
     with _lock:
         _set_outside("otelServiceName", _service_name())
+        _install_make_record()
         if _installed is not None:
             _set_active(_installed, True)
             if _reaches_ours():
                 return
         previous = logging.getLogRecordFactory()
         if previous is logging.LogRecord:
-            _installed = _IdsLogRecord
+            _installed = RECORD_CLASS
             _set_active(_installed, True)
         else:
-            _installed = _IdsRecordFactory(previous)
+            _installed = IdsRecordFactory(previous)
         logging.setLogRecordFactory(_installed)
 
 
@@ -296,6 +262,7 @@ def uninstall_record_factory() -> None:
     """Stop adding the ids, without cutting out factories installed after ours."""
     global _installed  # noqa: PLW0603
     with _lock:
+        _uninstall_make_record()
         if _installed is None:
             return
         if logging.getLogRecordFactory() is _installed:
@@ -309,18 +276,23 @@ def _record_factory_installed() -> bool:
     """Tell whether records made now get the ids from the factory."""
     if _installed is None:
         return False
-    return _installed.active if isinstance(_installed, _IdsRecordFactory) else _class_active
+    return _installed.active if isinstance(_installed, IdsRecordFactory) else class_active()
 
 
 class RequestIdFilter(logging.Filter):
     """A logging.Filter adding the ids, for logging set up with ``dictConfig``.
 
     Attach it to a handler so that records from every logger reach the format with the
-    ids. Attributes a record already has (from the factory) are left as they are.
+    ids. Attributes a record already has (from the factory, or a caller's ``extra=``)
+    are left as they are.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Add the ids of the running request to ``record``; never drops a record."""
-        if "request_id" not in record.__dict__:
-            record.__dict__.update(_current_attributes())
+        attributes = record.__dict__
+        if not _NAMES.issubset(attributes):
+            # A caller's extra= value for one of the names is kept: only the missing
+            # ones are added.
+            for name, value in attributes_here().items():
+                attributes.setdefault(name, value)
         return True

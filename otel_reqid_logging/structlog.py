@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from .records import _current_attributes
+from ._record_values import attributes_here
 
 __all__ = ["add_request_ids"]
 
@@ -31,7 +31,7 @@ def add_request_ids(
     record = event_dict.get("_record")
     source: Mapping[str, Any] | None = getattr(record, "__dict__", None)
     if source is None or not _KEY_SET.issubset(source):
-        source = _current_attributes()
+        source = attributes_here()
     for key in _KEYS:
         event_dict.setdefault(key, source[key])
     return event_dict

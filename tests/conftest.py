@@ -21,8 +21,9 @@ pytest_plugins = ["tests.tools", "tests.wheels"]
 
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
-    """Leave the record factory, the root logger and our factory state as they were."""
+    """Leave the record factory, makeRecord, the root logger and our state as they were."""
     factory = logging.getLogRecordFactory()
+    make_record = vars(logging.Logger)["makeRecord"]
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     access = logging.getLogger("aiohttp.access")
@@ -32,7 +33,10 @@ def _restore_logging() -> Iterator[None]:
     service_name = records.OUTSIDE_REQUEST["otelServiceName"]
     yield
     logging.setLogRecordFactory(factory)
+    logging.Logger.makeRecord = make_record  # type: ignore[method-assign]
     records._installed = None
+    records._previous_make_record = None
+    records._make_record_active = False
     root.handlers[:] = handlers
     root.setLevel(level)
     access.filters[:] = access_filters

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sys
@@ -11,6 +12,7 @@ from contextlib import ExitStack
 import pytest
 from aiohttp import ClientSession, web
 from aiohttp.typedefs import Handler
+from opentelemetry.sdk.trace import TracerProvider
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 import otel_reqid_logging
@@ -34,6 +36,7 @@ ANCESTOR_FORMAT = (
 )
 ID = f"[{ALPHABET}]{{8}}"
 log = logging.getLogger("tests.compat_app")
+JOB: web.AppKey[asyncio.Task[None]] = web.AppKey("job")
 
 
 class Lines(logging.Handler):
@@ -295,3 +298,54 @@ async def test_ancestor_readme_example_runs_unchanged() -> None:
         assert re.fullmatch(r'127\.0\.0\.1 \[.*\] "GET / HTTP/1\.1" 200 .*', messages[1])
         assert len(messages) == 2
     assert not [line for line in app.output if "Warning" in line], app.output
+
+
+async def test_a_request_id_the_app_sets_outside_a_request_is_on_its_lines(
+    aiohttp_server: AiohttpServer, lines: Lines, provider: TracerProvider
+) -> None:
+    """A background job setting the ancestor's request_id ContextVar gets it on its records.
+
+    As in aiohttp-request-id-logging, the ContextVar is what the prefix shows, in a task
+    the app started itself (here beside a span of its own, whose trace the records carry);
+    requests keep their own ids, and lines outside both carry none.
+    """
+    setup_logging_request_id_prefix()
+    job_done = asyncio.Event()
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    async def nightly_job() -> None:
+        request_id.set("job-42")
+        log.info("job started")
+        with provider.get_tracer("tests.compat").start_as_current_span("nightly") as span:
+            log.info("job inside its span")
+        job_done.set()
+        trace_ids.append(format(span.get_span_context().trace_id, "032x"))
+
+    trace_ids: list[str] = []
+
+    async def start_job(app: web.Application) -> None:
+        app[JOB] = asyncio.get_running_loop().create_task(nightly_job())
+
+    app = make_app(RequestIdMiddleware(log_request_start=noop))
+    app.on_startup.append(start_job)
+    keep = Keep()
+    logging.getLogger().addHandler(keep)
+    try:
+        server = await aiohttp_server(app)
+        await asyncio.wait_for(job_done.wait(), 10)
+        async with ClientSession() as session, session.get(server.make_url("/")) as response:
+            short_id = response.headers["X-Request-Id"]
+        log.info("outside both")
+    finally:
+        logging.getLogger().removeHandler(keep)
+    assert lines.prefixed("job-42") == ["job started", "job inside its span"]
+    assert lines.prefixed(short_id) == ["Doing something"]
+    assert any(line.endswith(": outside both") for line in lines.lines)
+    in_span = next(r for r in records if r.getMessage() == "job inside its span")
+    assert (vars(in_span)["request_id"], vars(in_span)["trace_id"]) == ("job-42", trace_ids[0])
+    outside = next(r for r in records if r.getMessage() == "outside both")
+    assert (vars(outside)["request_id"], vars(outside)["requestIdPrefix"]) == ("-", "")

@@ -276,16 +276,18 @@ async def test_beside_otel_logging_instrumentation(
     assert vars(log_lines.records[-1])["request_id"] == "-"
     instrumentor.uninstrument()
 
-    # Theirs first, then ours: removing theirs first puts back the factory it found and
-    # drops ours; installing ours again brings it back.
+    # Theirs first, then ours: removing theirs first puts back the factory it found,
+    # which drops ours from the chain; records made by loggers keep the ids all the same
+    # (makeRecord gives them), and installing ours again puts the factory back.
     otel_logging.instrument(tracer_provider=provider, inject_trace_context=True)
     instrumentor.instrument()
     otel_logging.uninstrument()
-    log.info("ours cut out")
-    assert "request_id" not in vars(log_lines.records[-1])
+    log.info("ours cut out of the factory chain")
+    assert vars(log_lines.records[-1])["request_id"] == "-"
     install_record_factory()
     log.info("ours back")
     assert vars(log_lines.records[-1])["request_id"] == "-"
+    assert logging.getLogRecordFactory() is not logging.LogRecord
 
 
 def test_options_from_environment_and_keywords() -> None:

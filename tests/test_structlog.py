@@ -252,3 +252,44 @@ def test_documented_recipes_work(recipe: str) -> None:
     event = json.loads(line)
     assert event["event"] == "hello"
     assert ids_of(event) == dict.fromkeys(KEYS, "-")
+
+
+async def test_an_event_in_a_child_span_carries_its_span_id(
+    aiohttp_server: AiohttpServer, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """In a child span of the request, span_id is the child's; request and trace ids stay."""
+    output = io.StringIO()
+    structlog.configure(
+        processors=[add_request_ids, structlog.processors.JSONRenderer()],
+        logger_factory=structlog.PrintLoggerFactory(file=output),
+    )
+    tracer = provider.get_tracer("tests.structlog")
+
+    async def charge(request: web.Request) -> web.Response:
+        log = structlog.get_logger("shop")
+        log.info("in the request")
+        with tracer.start_as_current_span("call bank"):
+            log.info("in the child span")
+        return web.Response(text="ok")
+
+    app = web.Application(middlewares=[RequestIdMiddleware(tracer_provider=provider)])
+    app.router.add_get("/charge", charge)
+    server = await aiohttp_server(app)
+    async with ClientSession() as session, session.get(server.make_url("/charge")) as response:
+        request_id = response.headers["X-Request-ID"]
+    spans = {span.name: span.get_span_context() for span in exporter.get_finished_spans()}
+    server_span, child = spans["GET /charge"], spans["call bank"]
+    assert server_span is not None
+    assert child is not None
+    in_request, in_child = (json.loads(line) for line in output.getvalue().splitlines())
+    trace_hex = f"{server_span.trace_id:032x}"
+    assert ids_of(in_request) == {
+        "request_id": request_id,
+        "trace_id": trace_hex,
+        "span_id": f"{server_span.span_id:016x}",
+    }
+    assert ids_of(in_child) == {
+        "request_id": request_id,
+        "trace_id": trace_hex,
+        "span_id": f"{child.span_id:016x}",
+    }
