@@ -90,7 +90,10 @@ def _wrap_otel_middlewares(app: web.Application) -> None:
                 for other, new_style in prepared
             )
     for subapp in getattr(app, "_subapps", ()):
-        _wrap_otel_middlewares(subapp)
+        # Only real applications: what else a test puts there (aiohttp's own tests put a
+        # Mock) has no middlewares of OpenTelemetry's, and freezing it is aiohttp's affair.
+        if isinstance(subapp, AiohttpApplication):
+            _wrap_otel_middlewares(subapp)
 
 
 async def _wrap_otel_middlewares_on_startup(app: web.Application) -> None:
