@@ -199,3 +199,18 @@ def documented_in_reference() -> dict[str, str]:
 def test_reference_lists_the_documented_differences() -> None:
     """Users read the same differences, with the same reasons, that the judge allows."""
     assert documented_in_reference() == DOCUMENTED_DIFFERENCES
+
+
+def test_a_difference_is_a_failure_with_the_library_on_only(tmp_path: Path) -> None:
+    """What counts against the library: failing (or missing) only with it on; a test that
+    fails without it too, or is skipped in both, does not."""
+
+    def run(mode: str, **outcomes: str) -> SuiteRun:
+        found = {name: Outcome(outcome) for name, outcome in outcomes.items()}
+        return SuiteRun(mode, found, wall_s=1.0, cpu_s=1.0, returncode=0, log=tmp_path)
+
+    plain = run("plain", a="passed", b="failed", c="passed", d="skipped", e="passed", f="passed")
+    on = run("sdk", a="failed", b="failed", c="passed", d="error", f="xfailed", g="error")
+
+    assert sorted(differences(plain, on)) == ["a", "d", "e", "g"]
+    assert differences(plain, on)["e"].outcome == "missing"
