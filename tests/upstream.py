@@ -5,12 +5,16 @@ with the user's own index configuration; the extracted tree is cached under the 
 folder, keyed by version; none of it lives in this repository). It runs as a subprocess
 pytest in a virtual environment of its own: the suite's own test dependencies, pinned in
 its ``UpstreamSuite``, with every package this interpreter also has held to the version
-installed here. The library itself is not installed there: the run reads it from this
+installed here. A venv of its own, not the dev extra: the suites' test dependencies
+(aiohttp's blockbuster, uvloop, brotli, isal, zlib-ng, trustme, pytest-xdist, ...) stay
+out of the dev environment, and aiohttp's suite runs without pytest-asyncio and
+pytest-aiohttp, which the dev environment has and which would contend with aiohttp's own
+pytest plugin. The library itself is not installed there: the run reads it from this
 checkout, so two checkouts sharing the tools folder each test their own code.
 
 Each run passes ``tests/upstream_plugin.py`` with ``-p``: it turns the library on
 (``sdk``, ``api``) or not (``plain``) and writes every test's outcome to a JSON file.
-The runs of one suite go side by side (on two cores, about the time of one).
+The runs of one suite go side by side; ``rerun`` runs chosen tests again, one at a time.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ _LIBRARY_DIR: Final = "_otel_reqid"
 MODES: Final = ("plain", "sdk", "api")
 _DOWNLOAD_TIMEOUT_S: Final = 600.0
 _FAILED: Final = frozenset({"failed", "error"})
-#: The project itself and the tools that only build or check it: never constraints.
+#: Never a constraint: the project itself, which the runs read from this checkout.
 _NOT_CONSTRAINED: Final = frozenset({"otel-reqid-logging"})
 #: Settings of the machinery running this suite that must not leak into the upstream run.
 _DROPPED_ENV_PREFIXES: Final = ("OTEL_", "PYTEST_", "SENTRY_", "PYTHONPATH", "COV_CORE_")
@@ -235,7 +239,7 @@ def _read_outcomes(path: Path) -> dict[str, Outcome]:
 
 @dataclass
 class _Started:
-    mode: str
+    label: str
     process: subprocess.Popen[bytes]
     outcomes: Path
     log: Path
@@ -243,7 +247,13 @@ class _Started:
 
 
 def _start(
-    suite: UpstreamSuite, workdir: Path, mode: str, tests: Sequence[str], extra: Sequence[str]
+    suite: UpstreamSuite,
+    workdir: Path,
+    mode: str,
+    tests: Sequence[str],
+    extra: Sequence[str],
+    *,
+    label: str,
 ) -> _Started:
     python = suite_venv(suite) / "bin" / "python"
     args = [
@@ -252,14 +262,14 @@ def _start(
         *(arg for test in suite.deselect for arg in ("--deselect", test)),
         *tests,
     ]
-    outcomes = workdir / f"outcomes-{mode}.json"
-    log = workdir / f"pytest-{mode}.log"
+    outcomes = workdir / f"outcomes-{label}.json"
+    log = workdir / f"pytest-{label}.log"
     env = _environment(workdir / _LIBRARY_DIR, mode, outcomes)
     with log.open("wb") as sink:
         process = subprocess.Popen(
             args, cwd=workdir, env=env, stdout=sink, stderr=subprocess.STDOUT
         )
-    return _Started(mode, process, outcomes, log, time.monotonic())
+    return _Started(label, process, outcomes, log, time.monotonic())
 
 
 def _finish(suite: UpstreamSuite, started: _Started) -> SuiteRun:
@@ -275,14 +285,14 @@ def _finish(suite: UpstreamSuite, started: _Started) -> SuiteRun:
             started.process.kill()
             started.process.wait()
             pytest.fail(
-                f"{suite.name} ({started.mode}) took over {suite.timeout_s:.0f} s; "
+                f"{suite.name} ({started.label}) took over {suite.timeout_s:.0f} s; "
                 f"log {started.log}",
                 pytrace=False,
             )
         time.sleep(0.5)
     started.process.returncode = os.waitstatus_to_exitcode(status)
     run = SuiteRun(
-        mode=started.mode,
+        mode=started.label,
         outcomes=_read_outcomes(started.outcomes),
         wall_s=time.monotonic() - started.began,
         cpu_s=usage.ru_utime + usage.ru_stime,
@@ -314,8 +324,9 @@ def run_suite(
             workdir = folder / mode
             workdir.mkdir(parents=True)
             _prepare(suite, tree, workdir)
-            started.append(_start(suite, workdir, mode, _selected(suite, workdir), ()))
-        return {one.mode: _finish(suite, one) for one in started}
+            tests = _selected(suite, workdir)
+            started.append(_start(suite, workdir, mode, tests, (), label=mode))
+        return {one.label: _finish(suite, one) for one in started}
     finally:
         _stop(started)
 
@@ -326,7 +337,7 @@ def rerun(suite: UpstreamSuite, folder: Path, mode: str, tests: Sequence[str]) -
     Side by side on two cores a test that waits on a timer can fail once from load alone;
     a difference counts only when the test fails again, run alone.
     """
-    started = _start(suite, folder / mode, f"{mode}-again", tests, suite.serial_args)
+    started = _start(suite, folder / mode, mode, tests, suite.serial_args, label=f"{mode}-again")
     try:
         return _finish(suite, started)
     finally:
