@@ -24,6 +24,7 @@ import importlib.metadata
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -266,8 +267,14 @@ def _start(
     log = workdir / f"pytest-{label}.log"
     env = _environment(workdir / _LIBRARY_DIR, mode, outcomes)
     with log.open("wb") as sink:
+        # A session of its own, so that stopping it stops its xdist workers too.
         process = subprocess.Popen(
-            args, cwd=workdir, env=env, stdout=sink, stderr=subprocess.STDOUT
+            args,
+            cwd=workdir,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     return _Started(label, process, outcomes, log, time.monotonic())
 
@@ -282,8 +289,7 @@ def _finish(suite: UpstreamSuite, started: _Started) -> SuiteRun:
         if done:
             break
         if time.monotonic() > deadline:
-            started.process.kill()
-            started.process.wait()
+            _stop([started])
             pytest.fail(
                 f"{suite.name} ({started.label}) took over {suite.timeout_s:.0f} s; "
                 f"log {started.log}",
@@ -306,9 +312,11 @@ def _finish(suite: UpstreamSuite, started: _Started) -> SuiteRun:
 
 
 def _stop(started: Sequence[_Started]) -> None:
+    """Stop the runs still going (a timeout, an interrupt), workers and all."""
     for one in started:
         if one.process.returncode is None:
-            one.process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(one.process.pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
                 one.process.wait()
 
