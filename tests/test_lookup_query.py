@@ -163,8 +163,8 @@ def test_key_value_and_cut_json_lines(line: str, expected: Query) -> None:
 
 
 @given(
-    st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=80),
-    st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=80),
+    st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=80),
+    st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=80),
 )
 def test_any_client_path_and_user_agent_leave_the_id_alone(path: str, agent: str) -> None:
     """Whatever a client sends as path and User-Agent, the access line gives its own id."""
