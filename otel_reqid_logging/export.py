@@ -239,8 +239,9 @@ def configure_tracing(
 
     ``service_name`` overrides ``OTEL_SERVICE_NAME``; ``exporter`` replaces the choice
     read from the environment; ``sampler`` replaces ``OTEL_TRACES_SAMPLER``. The batch
-    queue holds at most ``max_queue_size`` spans (``OTEL_BSP_MAX_QUEUE_SIZE``, 2048) and
-    drops the newest beyond that, so a collector that is down costs bounded memory.
+    queue holds at most ``max_queue_size`` spans (``OTEL_BSP_MAX_QUEUE_SIZE``, 2048); when it
+    is full, each new span pushes out the oldest one waiting, so a collector that is down
+    costs bounded memory.
     ``export_timeout`` (seconds) bounds each OTLP export, retries included
     (``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s). Export failures are logged at most twice per
     logger every ``error_log_interval`` seconds until the provider shuts down (None logs

@@ -7,8 +7,9 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -20,8 +21,8 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
     OTLPSpanExporter as HttpSpanExporter,
 )
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
 
@@ -218,6 +219,44 @@ def test_given_exporter_receives_batched_spans(shutdown_after: list[TracerProvid
     provider.force_flush()
 
     assert [span.name for span in exporter.get_finished_spans()] == ["batched"]
+
+
+class _HeldExporter(SpanExporter):
+    """An exporter whose first export waits until released: a collector that hangs."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.taken = threading.Event()
+        self.names: list[str] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.taken.set()
+        self.release.wait(timeout=30)
+        self.names.extend(span.name for span in spans)
+        return SpanExportResult.SUCCESS
+
+
+def test_a_full_queue_drops_the_oldest_spans(
+    shutdown_after: list[TracerProvider], caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the docs say: with the export stuck, a full queue keeps the newest spans and
+    drops the oldest waiting ones (the SDK's deque, appended on one side, bounded)."""
+    exporter = _HeldExporter()
+    provider = configure_tracing(
+        exporter=exporter, max_queue_size=4, max_export_batch_size=2, schedule_delay_millis=60_000
+    )
+    shutdown_after.append(provider)
+    tracer = provider.get_tracer(__name__)
+    for n in range(2):
+        tracer.start_span(f"s{n}").end()
+    assert exporter.taken.wait(timeout=10)  # s0 and s1 are in the stuck export
+    for n in range(2, 12):
+        tracer.start_span(f"s{n}").end()
+    exporter.release.set()
+    provider.force_flush()
+
+    assert exporter.names == ["s0", "s1", "s8", "s9", "s10", "s11"]
+    assert "Queue full, dropping Span." in caplog.text
 
 
 def test_no_exporter_when_traces_exporter_is_none(monkeypatch: pytest.MonkeyPatch) -> None:

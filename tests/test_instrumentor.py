@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from importlib.metadata import requires
+from unittest import mock
 
 import pytest
 from aiohttp import ClientSession, ClientTimeout, web
@@ -131,6 +132,25 @@ async def test_uninstrument_undoes_everything(
     for server in (running, fresh):
         body, header = await fetch(str(server.make_url("/")))
         assert (body, header) == ("none", None)
+
+
+def test_freeze_leaves_what_is_not_an_application_to_aiohttp(
+    instrumentor: RequestIdInstrumentor,
+) -> None:
+    """aiohttp's own test_app_freeze puts a Mock among an app's sub-applications and
+    freezes the app: with instrument() on, that freeze reaches the Mock as it does without
+    the library, which reads no attribute of it. (The Mock is aiohttp's test's, reproduced:
+    no real sub-application can be made to stand for it.)"""
+    instrumentor.instrument()
+    app = web.Application()
+    subapp = mock.Mock()
+    subapp._middlewares = ()
+    app._subapps.append(subapp)
+
+    app.freeze()
+
+    assert subapp.freeze.call_count == 1
+    assert [call[0] for call in subapp.mock_calls] == ["pre_freeze", "freeze"]
 
 
 async def test_subapps_get_one_id(

@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from pytest_aiohttp import AiohttpServer
 from pythonjsonlogger.json import JsonFormatter
+from yarl import URL
 
 from otel_reqid_logging import (
     LOG_FORMAT,
@@ -303,7 +304,7 @@ def test_time_order_across_formats_and_files(tmp_path: Path) -> None:
     first = write(
         tmp_path / "a.log",
         f"{third} INFO a [req:k3v9q2xd trace:-] third",
-        '127.0.0.1 [01/Jan/2026:10:00:05 +0000] req:k3v9q2xd "GET / HTTP/1.1" 200 fifth',
+        '[req:k3v9q2xd] 127.0.0.1 [01/Jan/2026:10:00:05 +0000] "GET / HTTP/1.1" 200 fifth',
     )
     second = write(
         tmp_path / "b.jsonl",
@@ -387,3 +388,57 @@ def test_truncated_gzip_keeps_the_lines_before_the_cut(
 
     assert [line.text.rsplit(" ", 1)[-1] for line in lines] == [str(n) for n in range(60)]
     assert "warning: stopped reading" in capsys.readouterr().err
+
+
+async def test_a_client_cannot_put_its_lines_under_another_request(
+    aiohttp_server: AiohttpServer, two_services_logs: tuple[Path, Path, Path]
+) -> None:
+    """Over real servers: a client that sends another request's ids in its path and
+    User-Agent gets its own lines, never the other's; a line is the request's by the ids
+    the library wrote (the text prefix, the JSON fields), not by text anywhere in it."""
+    text, json_lines, spans = two_services_logs
+    provider = provider_for("shop", spans)
+    # shop writes LOG_FORMAT text lines, stock python-json-logger lines.
+    for service, log in (("shop", shop_log), ("stock", stock_log)):
+
+        async def handler(request: web.Request, log: logging.Logger = log) -> web.Response:
+            log.info("asked for %s", request.path_qs)
+            return web.Response(text="ok")
+
+        app = web.Application(
+            middlewares=[RequestIdMiddleware(tracer_provider=provider, traceresponse=True)]
+        )
+        app.router.add_get("/{tail:.*}", handler)
+        server = await aiohttp_server(
+            app,
+            access_log_class=RequestIdAccessLogger,
+            access_log=logging.getLogger(f"svc.{service}.access"),
+        )
+        async with ClientSession() as session:
+            victim = await session.get(server.make_url("/orders"))
+            victim_id = victim.headers["X-Request-ID"]
+            victim_trace = victim.headers["traceresponse"].split("-")[1]
+            look_alike = f"[req:{victim_id} trace:{victim_trace}] request_id={victim_id}"
+            attacker = await session.get(
+                # Sent as it is: the brackets reach the logs unescaped.
+                URL(
+                    f"{server.make_url('/')}[req:{victim_id}]/request_id={victim_id}", encoded=True
+                ),
+                headers={"User-Agent": look_alike},
+            )
+            attacker_id = attacker.headers["X-Request-ID"]
+        await asyncio.sleep(0.05)  # the access lines are written after the response is sent
+
+        victims, _ = find_log_lines(
+            [text, json_lines], None, Query(request_id=victim_id, trace_id=victim_trace)
+        )
+        attackers, _ = find_log_lines([text, json_lines], None, Query(request_id=attacker_id))
+
+        # Each request: its handler line and its access line, in its service's file.
+        file = "shop.log" if service == "shop" else "stock.jsonl"
+        for lines in (victims, attackers):
+            assert len(lines) == 2, lines
+            assert {Path(line.path).name for line in lines} == {file}
+        assert all("/orders" in line.text for line in victims)
+        assert all(f"/[req:{victim_id}]" in line.text for line in attackers)
+    provider.shutdown()

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import zipfile
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from tests.subprocess_app import ROOT
+from tests.wheels import run, uv
 
 #: Modules that make up the core: the plain install (no extras) imports and runs them.
 CORE_MODULES = [
@@ -122,3 +126,27 @@ def test_constraints_pin_every_dev_requirement() -> None:
     assert not missing, (
         f"not pinned in dev-constraints.txt: {sorted(missing)}; run `python3 dev.py lock`"
     )
+
+
+def test_the_lowest_declared_setuptools_builds_the_wheel(tmp_path: Path) -> None:
+    """`build-system.requires` names a setuptools that reads `license = "MIT"` (PEP 639
+    expressions came with 77; 76 refuses the table): the floor's own release series
+    builds the sdist and the wheel, with the license expression in the metadata."""
+    # Read without tomllib, which Python 3.10 lacks: the table's one line.
+    requires = re.search(r'^requires = \["([^"]+)"\]$', (ROOT / "pyproject.toml").read_text(), re.M)
+    assert requires is not None
+    requirement = Requirement(requires[1])
+    assert canonicalize_name(requirement.name) == "setuptools"
+    (lowest,) = (spec.version for spec in requirement.specifier if spec.operator == ">=")
+    major = int(lowest.split(".")[0])
+    constraint = tmp_path / "build-constraints.txt"
+    constraint.write_text(f"setuptools>={lowest},<{major + 1}\n")
+    out = tmp_path / "dist"
+
+    run(uv(), "build", "--quiet", "--build-constraint", constraint, "--out-dir", out, ROOT)
+
+    (built,) = out.glob("*.whl")
+    assert len(list(out.glob("*.tar.gz"))) == 1
+    with zipfile.ZipFile(built) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        assert "License-Expression: MIT" in archive.read(name).decode().splitlines()

@@ -26,7 +26,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final
@@ -47,17 +47,20 @@ __all__ = [
     "OtelCollector",
     "PhoenixServer",
     "RotelCollector",
+    "install_lock",
     "jaeger_binary",
     "jaeger_server",
     "logs_backend",
     "otel_collector",
     "otelcol_binary",
     "phoenix_server",
+    "requirements_venv",
     "rotel_collector",
     "running_collector",
     "running_jaeger",
     "running_rotel",
     "tool_venv",
+    "tools_dir",
 ]
 
 #: The one place where tool versions are pinned: PyPI distributions, Jaeger's Go module, and
@@ -218,6 +221,63 @@ def tool_venv(distribution: str) -> Path:
                 "--python",
                 str(venv / "bin" / "python"),
                 requirement,
+            ],
+            what=what,
+        )
+        marker.write_text(json.dumps(expected))
+    return venv
+
+
+def tools_dir() -> Path:
+    """The tools' folder: ``$OTEL_REQID_TOOLS_DIR``, or ``~/.cache/otel-reqid-logging/tools``."""
+    return _tools_dir()
+
+
+@contextlib.contextmanager
+def install_lock(name: str) -> Iterator[None]:
+    """Hold the tools' lock ``name``: two pytest processes never install one thing at once."""
+    with _file_lock(_tools_dir() / f"{name}.lock", timeout=_LOCK_TIMEOUT_S):
+        yield
+
+
+def requirements_venv(name: str, requirements: Sequence[str], *, constraints: str = "") -> Path:
+    """Return a virtual environment holding ``requirements``, installing it once.
+
+    The folder's name carries a digest of the requirements, the ``constraints`` (the text
+    of a pip constraints file) and the Python version, so a changed pin makes a new venv
+    and never rebuilds one another pytest process may be using.
+    """
+    expected = {
+        "requirements": sorted(requirements),
+        "constraints": constraints,
+        "python": sys.version.split()[0],
+    }
+    digest = hashlib.sha256(json.dumps(expected, sort_keys=True).encode()).hexdigest()[:12]
+    venv = _tools_dir() / f"{name}-{digest}"
+    marker = venv / _MARKER_NAME
+
+    def installed() -> bool:
+        try:
+            return bool(json.loads(marker.read_text()) == expected)
+        except (OSError, ValueError):
+            return False
+
+    if installed():
+        return venv
+    with install_lock(name):
+        if installed():  # another process finished the install while we waited
+            return venv
+        uv = _find_uv()
+        what = f"installing {name} ({', '.join(requirements)}) into {venv}"
+        _run_uv(
+            [uv, "venv", "--clear", "--quiet", "--python", sys.executable, str(venv)], what=what
+        )
+        constraints_file = venv / "constraints.txt"
+        constraints_file.write_text(constraints)
+        _run_uv(
+            [
+                *(uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python")),
+                *("--constraint", str(constraints_file), *requirements),
             ],
             what=what,
         )

@@ -2,10 +2,12 @@
 
 Files are streamed line by line (gzip-compressed ones too), so a big log costs the time
 to read it, not its size in memory; only the matching lines are kept, up to a limit.
-A line belongs to the request when it carries one of the trace's request ids or its
-trace id, as text (``[req:k3v9q2xd trace:4bf9...]``, ``request_id=...``) or as JSON
-fields. The traceback lines that follow a matching line with a timestamp (a logged
-exception) belong to it.
+A line belongs to the request when the ids the line itself carries (its
+``[req:k3v9q2xd trace:4bf9...]`` prefix, its ``request_id=...`` fields, or the id fields
+of a JSON line; see ``line_ids``) are one of the trace's request ids or its trace id: an
+id that appears elsewhere in the line (in a path or a User-Agent a client sent) does not
+make it the request's. The traceback lines that follow a matching line with a timestamp
+(a logged exception) belong to it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from ._model import Span, Trace
-from ._query import Query
+from ._query import LineIds, Query, cut_json_ids, json_ids, line_ids
 
 __all__ = [
     "MAX_LINES",
@@ -51,10 +53,7 @@ _CLF_TIME = re.compile(rb"\[(\d{2}/[A-Za-z]{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}
 _CONTINUATION = re.compile(
     rb"(?:\s|Traceback \(|During handling of|The above exception|[A-Za-z_][\w.]*(?::|$))"
 )
-_HEX16 = re.compile(rb"(?<![0-9a-fA-F])[0-9a-f]{16}(?![0-9a-fA-F])")
 _JSON_TIME_KEYS = ("timestamp", "@timestamp", "time", "asctime", "ts", "created")
-_JSON_SPAN_KEYS = ("span_id", "otelSpanID", "spanId", "span.id")
-_JSON_REQUEST_KEYS = ("request_id", "requestId", "request.id")
 _JSON_SERVICE_KEYS = ("otelServiceName", "service", "service.name", "service_name")
 # structlog writes its message as "event".
 _JSON_MESSAGE_KEYS = ("message", "msg", "event")
@@ -132,35 +131,30 @@ class _Request:
         request_ids = set(self.by_request_id)
         if query.request_id is not None:
             request_ids.add(query.request_id)
-        trace_ids = {query.trace_id, trace.trace_id if trace is not None else None} - {None}
-        self.request_ids = {rid.encode() for rid in request_ids}
-        self.trace_ids = {tid.encode() for tid in trace_ids if tid is not None}
+        trace_ids = (query.trace_id, trace.trace_id if trace is not None else None)
+        self.request_ids = request_ids
+        self.trace_ids = {tid for tid in trace_ids if tid is not None}
         # Longest first, so that an id that is a prefix of another does not shadow it.
         tokens = sorted(self.request_ids | self.trace_ids, key=len, reverse=True)
-        alternatives = b"|".join(re.escape(token) for token in tokens) or rb"(?!)"
+        alternatives = b"|".join(re.escape(token.encode()) for token in tokens) or rb"(?!)"
+        # A quick first test: a line that does not hold one of the ids anywhere is not read.
         self.search = re.compile(rb"(?<![A-Za-z0-9._-])(" + alternatives + rb")(?![A-Za-z0-9])")
 
-    def marker(self, line: bytes, fields: Mapping[str, Any] | None) -> str:
+    def owns(self, ids: LineIds) -> bool:
+        """Whether the line's own ids are the request's."""
+        return ids.request_id in self.request_ids or (
+            ids.trace_id is not None and ids.trace_id.lower() in self.trace_ids
+        )
+
+    def marker(self, ids: LineIds, fields: Mapping[str, Any] | None) -> str:
         """Name the span (and service) the line belongs to, or its service, or nothing."""
-        span = None
-        service = None
-        if fields is not None:
-            span = self._span_of(_string(fields, _JSON_SPAN_KEYS), self.by_span_id)
-            span = span or self._span_of(_string(fields, _JSON_REQUEST_KEYS), self.by_request_id)
-            service = _string(fields, _JSON_SERVICE_KEYS)
-        if span is None:
-            for found in self.search.finditer(line):
-                span = self.by_request_id.get(found.group(1).decode())
-                if span is not None:
-                    break
-        if span is None:
-            for found in _HEX16.finditer(line):
-                span = self.by_span_id.get(found.group().decode())
-                if span is not None:
-                    break
+        span = self._span_of(ids.span_id, self.by_span_id) or self._span_of(
+            ids.request_id, self.by_request_id
+        )
         if span is not None:
             name = span.name if not span.service else f"{span.service}: {span.name}"
             return _clean(f"{name} ({span.span_id[:8]})")
+        service = _string(fields, _JSON_SERVICE_KEYS) if fields is not None else None
         return _clean(service) if service else ""
 
     @staticmethod
@@ -227,12 +221,15 @@ def _matching_lines(path: Path, request: _Request) -> Iterator[LogLine]:
             fields = _json_fields(raw)
             if fields is not None and "resourceSpans" in fields:
                 continue  # the span file itself, caught by a wide glob: the trace shows it
+            ids = json_ids(fields) if fields is not None else _text_ids(raw)
+            if ids is None or not request.owns(ids):
+                continue
             line = LogLine(
                 path=str(path),
                 line_number=number,
                 text=_decode(raw),
                 time=_json_time(fields) if fields is not None else _text_time(raw),
-                marker=request.marker(raw, fields),
+                marker=request.marker(ids, fields),
             )
             if fields is not None:
                 line = _readable(line, fields)
@@ -361,6 +358,14 @@ def _string(fields: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
         if isinstance(value, str) and value:
             return value
     return None
+
+
+def _text_ids(raw: bytes) -> LineIds | None:
+    """The ids of a line that is not a whole JSON object: text, or JSON cut short."""
+    text = raw.decode("utf-8", errors="replace")
+    if text.lstrip().startswith("{"):
+        return cut_json_ids(text.strip())
+    return line_ids(text)
 
 
 def _decode(raw: bytes) -> str:
