@@ -76,8 +76,13 @@ def _subapplications(app: web.Application) -> list[web.Application]:
     Read from the public route table: a sub-application's resource names it in its
     ``get_info()``.
     """
-    found = []
-    for resource in app.router.resources():
+    found: list[web.Application] = []
+    # A router of the app's own (an ``AbstractRouter``) need not list its resources: such
+    # an app has no sub-applications this library can know of.
+    resources = getattr(app.router, "resources", None)
+    if not callable(resources):
+        return found
+    for resource in resources():
         try:
             subapp = resource.get_info().get("app")
         except Exception:  # noqa: S112  (a resource of the app's own making; not ours to judge)

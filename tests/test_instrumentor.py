@@ -9,6 +9,7 @@ from unittest import mock
 
 import pytest
 from aiohttp import ClientSession, ClientTimeout, web
+from aiohttp.abc import AbstractMatchInfo, AbstractRouter
 from aiohttp.typedefs import Handler
 from aiohttp.web import Application  # bound before instrument(), on purpose
 from aiohttp.web_log import AccessLogger
@@ -17,7 +18,7 @@ from opentelemetry.instrumentation.logging import LoggingInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from pytest_aiohttp import AiohttpServer
+from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from otel_reqid_logging import (
     RequestIdInstrumentor,
@@ -151,6 +152,28 @@ def test_freeze_leaves_what_is_not_an_application_to_aiohttp(
 
     assert subapp.freeze.call_count == 1
     assert [call[0] for call in subapp.mock_calls] == ["pre_freeze", "freeze"]
+
+
+async def test_an_app_with_a_router_of_its_own_answers_as_without_the_library(
+    instrumentor: RequestIdInstrumentor, aiohttp_client: AiohttpClient
+) -> None:
+    """An app may bring its own ``AbstractRouter``, which need not list resources (aiohttp's
+    own test_412_is_returned does): with instrument() on, the request still gets the answer
+    the router gives (raised while resolving, before any middleware runs, so no ids)."""
+
+    class OwnRouter(AbstractRouter):
+        async def resolve(self, request: web.Request) -> AbstractMatchInfo:
+            raise web.HTTPPreconditionFailed
+
+    instrumentor.instrument()
+    with pytest.warns(DeprecationWarning, match="router"):
+        # aiohttp types the argument as its own router, though it takes any AbstractRouter.
+        app = web.Application(router=OwnRouter())  # type: ignore[arg-type]
+    client = await aiohttp_client(app)
+
+    response = await client.get("/")
+
+    assert response.status == 412
 
 
 async def test_subapps_get_one_id(
