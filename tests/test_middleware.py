@@ -11,6 +11,7 @@ import pytest
 from aiohttp import ClientPayloadError, ClientResponse, ClientSession, WSMsgType, web
 from aiohttp.test_utils import TestClient
 from aiohttp.typedefs import Handler, Middleware
+from opentelemetry import trace as trace_api
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -26,6 +27,7 @@ from otel_reqid_logging import (
     current_trace_id,
     request_id_from_span_id,
 )
+from otel_reqid_logging import middleware as middleware_module
 from otel_reqid_logging._error_line import remove_error_line_filters
 from otel_reqid_logging._ids import ALPHABET
 from tests.conftest import LineCollector
@@ -891,3 +893,32 @@ async def test_a_span_current_at_startup_is_no_requests_span(
         async with client.get("/") as response:
             ids.add(response.headers["X-Request-ID"])
     assert len(ids) == 3
+
+
+class _TraceWithoutItsProviderVariable:
+    """OpenTelemetry's trace API as a release without ``_TRACER_PROVIDER`` would show it
+    to the middleware: every other name is the real module's."""
+
+    def __getattr__(self, name: str) -> object:
+        if name == "_TRACER_PROVIDER":
+            raise AttributeError(name)
+        return getattr(trace_api, name)
+
+
+async def test_without_opentelemetrys_provider_variable_the_global_provider_is_found(
+    aiohttp_client: AiohttpClient, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the private name the middleware reads to skip a lookup, it asks the public
+    ``get_tracer_provider()``: ids before a global provider is set, its spans after."""
+    monkeypatch.setattr(middleware_module, "trace", _TraceWithoutItsProviderVariable())
+    middleware = RequestIdMiddleware()
+    before, _ = await answers_of(aiohttp_client, hello, [middleware])
+    assert before.status == 200
+    assert ID_RE.fullmatch(before.headers["X-Request-ID"])
+    assert not exporter.get_finished_spans()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace_api.set_tracer_provider(provider)
+    after, _ = await answers_of(aiohttp_client, hello, [middleware])
+    (span,) = exporter.get_finished_spans()
+    assert dict(span.attributes or {})["request.id"] == after.headers["X-Request-ID"]
