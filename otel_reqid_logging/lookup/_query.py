@@ -32,11 +32,14 @@ _OUTSIDE_MESSAGE = (
 )
 _ALL_ZERO_MESSAGE = "the all-zero trace id is not a trace: that record was logged outside a request"
 # The library's own prefix: `[req:ID trace:HEX]` of LOG_FORMAT and of gunicorn's access
-# lines, `[req:ID]` of requestIdPrefix. It comes before the message, so only the first one
+# lines (`[req:ID trace:HEX span:HEX]` where a format adds the span, as the demo's does),
+# `[req:ID]` of requestIdPrefix. It comes before the message, so only the first one
 # counts, and only ahead of the line's first double quote: what follows may be a client's
 # text (a path, a User-Agent), which can look like a prefix too.
 _PREFIX_START = "[req:"
-_PREFIX = re.compile(r"\[req:(?P<req>[^\s\]]*)(?: trace:(?P<trace>[^\s\]]*))?")
+_PREFIX = re.compile(
+    r"\[req:(?P<req>[^\s\]]*)(?: trace:(?P<trace>[^\s\]]*)(?: span:(?P<span>[^\s\]]*))?)?"
+)
 # `request_id=ID` / `trace_id=HEX` of key=value formats (structlog's renderers,
 # OpenTelemetry's logging format), read only where a line has no prefix of ours.
 _KEY_VALUE = re.compile(
@@ -128,7 +131,7 @@ def line_ids(text: str) -> LineIds | None:
     at = head.find(_PREFIX_START)
     prefix = _PREFIX.match(head, at) if at >= 0 else None
     if prefix is not None:  # the pattern matches wherever "[req:" starts
-        return LineIds(request_id=prefix["req"], trace_id=prefix["trace"])
+        return LineIds(request_id=prefix["req"], trace_id=prefix["trace"], span_id=prefix["span"])
     found: dict[str, str] = {}
     ambiguous = None
     for match in _KEY_VALUE.finditer(_QUOTED.sub(" ", text)):
