@@ -30,7 +30,7 @@ def _request_matcher(search: Callable[[str], bool], patterns: tuple[str, ...]) -
     full URL).
     """
     # `^/...` can never match a URL that starts with its scheme: building the full URL
-    # (about a microsecond) is skipped when every pattern is of that kind.
+    # (docs/options.md says what it costs) is skipped when every pattern is of that kind.
     path_only = all(pattern.startswith("^/") for pattern in patterns)
 
     def matches(request: web.BaseRequest) -> bool:
