@@ -16,6 +16,7 @@ __all__ = [
     "Query",
     "QueryError",
     "cut_json_ids",
+    "first_string",
     "json_ids",
     "line_ids",
     "parse_query",
@@ -183,9 +184,9 @@ def cut_json_ids(text: str) -> LineIds | None:
 def json_ids(fields: Mapping[str, Any]) -> LineIds | None:
     """The ids of a JSON log line, from its top-level fields; None if it has none."""
     ids = LineIds(
-        request_id=_first_string(fields, JSON_REQUEST_KEYS),
-        trace_id=_first_string(fields, JSON_TRACE_KEYS),
-        span_id=_first_string(fields, JSON_SPAN_KEYS),
+        request_id=first_string(fields, JSON_REQUEST_KEYS),
+        trace_id=first_string(fields, JSON_TRACE_KEYS),
+        span_id=first_string(fields, JSON_SPAN_KEYS),
     )
     return None if ids == LineIds() else ids
 
@@ -255,7 +256,8 @@ def _from_line(ids: LineIds) -> Query:
     raise QueryError(f"the log line has id tokens, but none is a valid id: {found}")
 
 
-def _first_string(fields: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
+def first_string(fields: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
+    """The first of ``keys`` whose field is a non-empty string: that string, or None."""
     for key in keys:
         value = fields.get(key)
         if isinstance(value, str) and value:
