@@ -11,8 +11,8 @@ is written: the record factory's attributes, a structlog processor, OpenTelemetr
 export and Sentry's LoggingIntegration (in the request's own Sentry scope) all see the
 request.
 aiohttp's line about a handler that returned no response is about no exception of the
-request: that request is found in the frames of aiohttp's module that log the line (the
-request is their local ``request``), without its Sentry scope.
+request: that request is found in aiohttp's frame that logs the line (its local
+``request``), without its Sentry scope.
 Nothing is stored, and nothing outlives the exception.
 """
 
@@ -47,8 +47,12 @@ _CARRIERS: set[CodeType] = set()
 _MAX_CHAINED = 8
 # How many frames up from the filter to look for aiohttp's frame that logs (about 8).
 _MAX_FRAMES = 24
-# The module whose frames log aiohttp's error lines, with the request in a local.
+# aiohttp's frame that logs the line about a handler's answer that is no response, with
+# the request in its local ``request``: its module and function. Only that short-lived
+# frame is read: reading the locals of a frame that runs on (the connection's loop) would
+# keep them alive in it, up to Python 3.12.
 _AIOHTTP_PROTOCOL = "aiohttp.web_protocol"
+_AIOHTTP_FUNCTION = "finish_response"
 # Set while a record is handed on in its request's context: the filter lets it through.
 _handing_on: ContextVar[bool] = ContextVar("otel_reqid_logging_error_line", default=False)
 
@@ -92,19 +96,22 @@ def _request_of_exception(exception: BaseException | None) -> _FailedRequest | N
 
 
 def _request_on_stack() -> _FailedRequest | None:
-    """Return the request whose answer aiohttp's frames that log this line are writing.
+    """Return the request whose answer aiohttp's frame that logs this line is writing.
 
     For the line about a handler that returned no response: aiohttp logs it after the
-    middleware has returned, about an exception of its own. Its frames (of
-    ``aiohttp.web_protocol``) hold the request in their local ``request``; None when no
-    such frame holds one of ours (another aiohttp, another line).
+    middleware has returned, about an exception of its own, from
+    ``aiohttp.web_protocol``'s ``finish_response``, whose local ``request`` is the
+    request; None when no such frame holds one of ours (another aiohttp, another line).
     """
     frame = inspect.currentframe()
     try:
         for _ in range(_MAX_FRAMES):
             if frame is None:
                 return None
-            if frame.f_globals.get("__name__") == _AIOHTTP_PROTOCOL:
+            if (
+                frame.f_code.co_name == _AIOHTTP_FUNCTION
+                and frame.f_globals.get("__name__") == _AIOHTTP_PROTOCOL
+            ):
                 request = frame.f_locals.get("request")
                 ids = request.get(REQUEST_IDS_KEY) if isinstance(request, web.BaseRequest) else None
                 if isinstance(ids, RequestIds):

@@ -539,7 +539,7 @@ async def test_aiohttps_line_about_no_response_carries_the_ids(
 async def test_without_aiohttps_frames_the_line_about_no_response_goes_out_as_is(
     aiohttp_client: AiohttpClient, log_lines: LineCollector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The fallback where aiohttp's frames that log it no longer hold the request (another
+    """The fallback where aiohttp's frame that logs it no longer holds the request (another
     aiohttp): its line about a handler that returned no response goes out once, as
     aiohttp wrote it, without the ids."""
 
