@@ -160,7 +160,7 @@ class _ErrorLineFilter(logging.Filter):
             # while handling it.
             exception = exc_info[1] if exc_info else sys.exc_info()[1]
             failed = _request_of_exception(exception)
-            if failed is None and _ids.get() is None:
+            if failed is None and exception is not None and _ids.get() is None:
                 failed = _request_on_stack()
             if failed is None:
                 return True
