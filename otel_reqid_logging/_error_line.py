@@ -10,11 +10,15 @@ current (in a copy of the running context, thrown away afterwards), as the acces
 is written: the record factory's attributes, a structlog processor, OpenTelemetry's log
 export and Sentry's LoggingIntegration (in the request's own Sentry scope) all see the
 request.
+aiohttp's line about a handler that returned no response is about no exception of the
+request: that request is found in aiohttp's frame that logs the line (its local
+``request``), without its Sentry scope.
 Nothing is stored, and nothing outlives the exception.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 import weakref
@@ -23,9 +27,10 @@ from contextvars import ContextVar, copy_context
 from types import CodeType
 from typing import NamedTuple
 
+from aiohttp import web
 from opentelemetry import context as otel_context
 
-from ._context import RequestIds, _ids, request_id
+from ._context import REQUEST_IDS_KEY, REQUEST_OTEL_CONTEXT_KEY, RequestIds, _ids, request_id
 from .sentry import _scope_again
 
 __all__ = [
@@ -40,6 +45,14 @@ __all__ = [
 _CARRIERS: set[CodeType] = set()
 # How far along __cause__ / __context__ to look: a wrapping exception or two.
 _MAX_CHAINED = 8
+# How many frames up from the filter to look for aiohttp's frame that logs (about 8).
+_MAX_FRAMES = 24
+# aiohttp's frame that logs the line about a handler's answer that is no response, with
+# the request in its local ``request``: its module and function. Only that short-lived
+# frame is read: reading the locals of a frame that runs on (the connection's loop) would
+# keep them alive in it, up to Python 3.12.
+_AIOHTTP_PROTOCOL = "aiohttp.web_protocol"
+_AIOHTTP_FUNCTION = "finish_response"
 # Set while a record is handed on in its request's context: the filter lets it through.
 _handing_on: ContextVar[bool] = ContextVar("otel_reqid_logging_error_line", default=False)
 
@@ -82,6 +95,36 @@ def _request_of_exception(exception: BaseException | None) -> _FailedRequest | N
     return None
 
 
+def _request_on_stack() -> _FailedRequest | None:
+    """Return the request whose answer aiohttp's frame that logs this line is writing.
+
+    For the line about a handler that returned no response: aiohttp logs it after the
+    middleware has returned, about an exception of its own, from
+    ``aiohttp.web_protocol``'s ``finish_response``, whose local ``request`` is the
+    request; None when no such frame holds one of ours (another aiohttp, another line).
+    """
+    frame = inspect.currentframe()
+    try:
+        for _ in range(_MAX_FRAMES):
+            if frame is None:
+                return None
+            if (
+                frame.f_code.co_name == _AIOHTTP_FUNCTION
+                and frame.f_globals.get("__name__") == _AIOHTTP_PROTOCOL
+            ):
+                request = frame.f_locals.get("request")
+                ids = request.get(REQUEST_IDS_KEY) if isinstance(request, web.BaseRequest) else None
+                if isinstance(ids, RequestIds):
+                    context = request.get(REQUEST_OTEL_CONTEXT_KEY)  # type: ignore[union-attr]
+                    if not isinstance(context, otel_context.Context):
+                        context = None
+                    return _FailedRequest(ids, context, None)
+            frame = frame.f_back
+        return None
+    finally:
+        del frame  # no cycle through this frame
+
+
 def _hand_on(logger: logging.Logger, record: logging.LogRecord, failed: _FailedRequest) -> None:
     """Pass ``record`` to the logger's handlers with the request's ids in effect."""
     _handing_on.set(True)
@@ -117,6 +160,8 @@ class _ErrorLineFilter(logging.Filter):
             # while handling it.
             exception = exc_info[1] if exc_info else sys.exc_info()[1]
             failed = _request_of_exception(exception)
+            if failed is None and exception is not None and _ids.get() is None:
+                failed = _request_on_stack()
             if failed is None:
                 return True
             record.__dict__.update(failed.ids.record_attrs)

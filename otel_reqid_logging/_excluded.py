@@ -5,7 +5,9 @@ Two lists with two meanings. This library's own ``excluded_urls`` (the option, o
 headers, and no access line; such a request carries a mark the access logger reads.
 ``OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS`` / ``OTEL_PYTHON_EXCLUDED_URLS`` mean to this
 library what they mean to every OpenTelemetry instrumentation: no span (and so no ids and
-no headers), and nothing else; aiohttp still writes the access line, without ids.
+no headers), and nothing else; aiohttp still writes the access line, without ids. They
+are searched in the request path alone, as OpenTelemetry's aiohttp-server
+instrumentation searches them: beside it, a request has its span exactly when it has ids.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def _request_matcher(search: Callable[[str], bool], patterns: tuple[str, ...]) -
     full URL).
     """
     # `^/...` can never match a URL that starts with its scheme: building the full URL
-    # (about a microsecond) is skipped when every pattern is of that kind.
+    # (docs/options.md says what it costs) is skipped when every pattern is of that kind.
     path_only = all(pattern.startswith("^/") for pattern in patterns)
 
     def matches(request: web.BaseRequest) -> bool:
@@ -48,6 +50,16 @@ def _request_matcher(search: Callable[[str], bool], patterns: tuple[str, ...]) -
     return matches
 
 
+def _path_matcher(search: Callable[[str], bool]) -> _RequestTest:
+    """Return a test searching the request path only (``request.url.path``, as
+    OpenTelemetry's aiohttp-server instrumentation searches its excluded URLs)."""
+
+    def matches(request: web.BaseRequest) -> bool:
+        return search(request.path)
+
+    return matches
+
+
 def request_exclusion(options: Options) -> _RequestTest | None:
     """Return the test of whether a request gets no span; None when none is excluded.
 
@@ -57,7 +69,7 @@ def request_exclusion(options: Options) -> _RequestTest | None:
     own = options.url_excluded
     otel = options.url_untraced
     own_matches = None if own is None else _request_matcher(own, tuple(options.excluded_urls))
-    otel_matches = None if otel is None else _request_matcher(otel, options.otel_excluded_urls)
+    otel_matches = None if otel is None else _path_matcher(otel)
     if own_matches is None and otel_matches is None:
         return None
 

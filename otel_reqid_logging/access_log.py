@@ -93,9 +93,9 @@ def _log_with_ids(
     ids: RequestIds | None = None
     try:
         # The request's keys at once: a key missing from a request costs a KeyError
-        # inside aiohttp's mapping (about 10k instructions), which is_excluded() would pay
-        # for every request that is not excluded. A request that is no real one (a test
-        # double) fails here, and gets aiohttp's plain line.
+        # raised and caught inside aiohttp's mapping, which is_excluded() would pay for
+        # every request that is not excluded (docs/performance.md counts it). A request
+        # that is no real one (a test double) fails here, and gets aiohttp's plain line.
         keys = set(request)
         if EXCLUDED_KEY in keys:  # is_excluded(request): excluded_urls, no access line
             return

@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from ._extras import MissingExtraError
 from ._options import spans_file
@@ -96,36 +96,45 @@ def _read_export_settings(environ: Mapping[str, str] | None = None) -> _ExportSe
     Raises ``ValueError`` naming the variable when a value is not one we support.
     """
     env = os.environ if environ is None else environ
-    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+    exporter, protocol = _exporter_and_protocol(env, "TRACES", "otel_reqid_file", _EXPORTERS)
+    return _ExportSettings(
+        exporter=cast("ExporterName", exporter),
+        protocol=protocol,
+        spans_file=spans_file(env),
+    )
+
+
+def _exporter_and_protocol(
+    env: Mapping[str, str], signal: str, without_endpoint: str, supported: tuple[str, ...]
+) -> tuple[str, OtlpProtocol]:
+    """Return the exporter ``OTEL_<signal>_EXPORTER`` names and the OTLP protocol to use.
+
+    ``signal`` is ``TRACES`` or ``LOGS``. The variable may list several exporters: one
+    destination is what we build, the first. The exporter packages' own entry point names
+    (``otlp_proto_grpc``, ...) pick the protocol along with OTLP. With none named, OTLP when
+    an endpoint is set (the signal's own or the general one), else ``without_endpoint``.
+    The signal's own protocol variable comes before the general one. Raises
+    ``ValueError`` naming the variable when a value is not one of ``supported``.
+    """
+    endpoint = env.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT") or env.get(
         "OTEL_EXPORTER_OTLP_ENDPOINT"
     )
-    # OTEL_TRACES_EXPORTER may list several exporters; one destination is what we build.
-    requested = env.get("OTEL_TRACES_EXPORTER", "").split(",")[0].strip().lower()
-    # The exporter packages' own entry point names pick the protocol along with OTLP.
+    variable = f"OTEL_{signal}_EXPORTER"
+    requested = env.get(variable, "").split(",")[0].strip().lower()
     named_protocol = _PROTOCOL_BY_EXPORTER.get(requested)
-    exporter = (
-        "otlp" if named_protocol else requested or ("otlp" if endpoint else "otel_reqid_file")
-    )
-    if exporter not in _EXPORTERS:
+    exporter = "otlp" if named_protocol else requested or ("otlp" if endpoint else without_endpoint)
+    if exporter not in supported:
         raise ValueError(
-            f"OTEL_TRACES_EXPORTER={requested!r} is not supported here; "
-            f"use one of {', '.join(_EXPORTERS)}"
+            f"{variable}={requested!r} is not supported here; use one of {', '.join(supported)}"
         )
-    protocol_var = (
-        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
-        if env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-        else "OTEL_EXPORTER_OTLP_PROTOCOL"
-    )
+    own_protocol = f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL"
+    protocol_var = own_protocol if env.get(own_protocol) else "OTEL_EXPORTER_OTLP_PROTOCOL"
     protocol = named_protocol or env.get(protocol_var, "").strip().lower() or "http/protobuf"
     if protocol not in _PROTOCOLS:
         raise ValueError(
             f"{protocol_var}={protocol!r} is not supported; use one of {', '.join(_PROTOCOLS)}"
         )
-    return _ExportSettings(
-        exporter=exporter,
-        protocol=protocol,
-        spans_file=spans_file(env),
-    )
+    return exporter, protocol
 
 
 class _ExportLogLimiter(logging.Filter):
@@ -299,26 +308,8 @@ def _read_log_export_settings(environ: Mapping[str, str] | None = None) -> _LogE
     Raises ``ValueError`` naming the variable when a value is not one we support.
     """
     env = os.environ if environ is None else environ
-    endpoint = env.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    requested = env.get("OTEL_LOGS_EXPORTER", "").split(",")[0].strip().lower()
-    named_protocol = _PROTOCOL_BY_EXPORTER.get(requested)
-    exporter = "otlp" if named_protocol else requested or ("otlp" if endpoint else "none")
-    if exporter not in _LOGS_EXPORTERS:
-        raise ValueError(
-            f"OTEL_LOGS_EXPORTER={requested!r} is not supported here; "
-            f"use one of {', '.join(_LOGS_EXPORTERS)}"
-        )
-    protocol_var = (
-        "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"
-        if env.get("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL")
-        else "OTEL_EXPORTER_OTLP_PROTOCOL"
-    )
-    protocol = named_protocol or env.get(protocol_var, "").strip().lower() or "http/protobuf"
-    if protocol not in _PROTOCOLS:
-        raise ValueError(
-            f"{protocol_var}={protocol!r} is not supported; use one of {', '.join(_PROTOCOLS)}"
-        )
-    return _LogExportSettings(exporter=exporter, protocol=protocol)
+    exporter, protocol = _exporter_and_protocol(env, "LOGS", "none", _LOGS_EXPORTERS)
+    return _LogExportSettings(exporter=cast("LogsExporterName", exporter), protocol=protocol)
 
 
 def _build_log_exporter(protocol: OtlpProtocol) -> LogRecordExporter:

@@ -301,3 +301,29 @@ async def test_excluded_in_a_sub_application(
     assert (await get(server, "/sub/health"))[0] == "-"
     assert (await get(server, "/sub/ready"))[0] != "-"
     assert server_span_paths(exporter) == ["/sub/ready"]
+
+
+@otel_subclass_warning
+async def test_opentelemetry_variables_search_the_path_as_aiohttp_server_does(
+    instrumentor: RequestIdInstrumentor,
+    aiohttp_server: AiohttpServer,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OpenTelemetry's aiohttp-server instrumentation searches its excluded URLs in the
+    request path alone; so does the library: a pattern only the full URL would match
+    (the scheme and host) excludes nothing in either, and beside it a request that has
+    OpenTelemetry's span has its ids too."""
+    monkeypatch.setenv("OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS", r"^http://,^/health$")
+    otel_server = AioHttpServerInstrumentor()
+    otel_server.instrument(tracer_provider=provider)
+    try:
+        instrumentor.instrument(tracer_provider=provider)
+        server = await aiohttp_server(routes(web.Application()))
+        body, headers = await get(server, "/ready")
+        assert headers["X-Request-ID"] == body != "-"
+        assert (await get(server, "/health"))[0] == "-"
+    finally:
+        otel_server.uninstrument()
+    assert server_span_paths(exporter) == ["/ready"]

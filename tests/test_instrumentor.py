@@ -553,3 +553,40 @@ def test_subapplications_are_found_through_the_public_route_table() -> None:
     app.add_domain("example.com", other)
     assert instrumentor_module._subapplications(app) == [sub, other]
     assert instrumentor_module._subapplications(sub) == []
+
+
+async def test_uninstrument_takes_the_error_line_filter_off_and_loses_no_line(
+    instrumentor: RequestIdInstrumentor,
+    aiohttp_server: AiohttpServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A crash puts the error-line filter on aiohttp's server logger, with the ids on its
+    line; after uninstrument() the filter is off it, and a crash on the app still running
+    gets aiohttp's line once, as aiohttp writes it."""
+
+    async def crash(request: web.Request) -> web.Response:
+        raise ZeroDivisionError
+
+    def error_lines() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "aiohttp.server"]
+
+    caplog.set_level(logging.INFO)
+    server_logger = logging.getLogger("aiohttp.server")
+    instrumentor.instrument()
+    app = web.Application()
+    app.router.add_get("/", crash)
+    running = await aiohttp_server(app)
+    _, header = await fetch(str(running.make_url("/")))
+    (first,) = error_lines()
+    assert header is not None
+    assert vars(first)["request_id"] == header
+    assert [f for f in server_logger.filters if type(f).__name__ == "_ErrorLineFilter"]
+
+    instrumentor.uninstrument()
+    assert not [f for f in server_logger.filters if type(f).__name__ == "_ErrorLineFilter"]
+    caplog.clear()
+    _, header = await fetch(str(running.make_url("/")))
+    (second,) = error_lines()
+    assert header is None
+    assert second.getMessage().startswith("Error handling request")
+    assert "request_id" not in vars(second)

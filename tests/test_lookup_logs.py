@@ -33,6 +33,7 @@ from otel_reqid_logging import (
 from otel_reqid_logging.lookup._cli import EXIT_FOUND, EXIT_NOT_FOUND, EXIT_USAGE, run
 from otel_reqid_logging.lookup._logs import MAX_LINE_BYTES, find_log_lines, log_files
 from otel_reqid_logging.lookup._query import Query
+from otel_reqid_logging.lookup.file import FileBackend
 from tests.test_lookup_file import write_request
 
 shop_log = logging.getLogger("svc.shop")
@@ -442,3 +443,26 @@ async def test_a_client_cannot_put_its_lines_under_another_request(
         assert all("/orders" in line.text for line in victims)
         assert all(f"/[req:{victim_id}]" in line.text for line in attackers)
     provider.shutdown()
+
+
+def test_a_text_line_naming_its_span_is_drawn_under_it(tmp_path: Path) -> None:
+    """A text line whose prefix names its span (`[req:ID trace:HEX span:HEX]`, the
+    demo's format) is placed on that span, a child span too, not on the request's."""
+    spans = tmp_path / "spans.jsonl"
+    trace_id = write_request(spans, "k3v9q2xd")
+    (trace,) = asyncio.run(FileBackend(path=spans).by_request_id("k3v9q2xd"))
+    (server,) = [span for span in trace.spans if span.name == "GET /users/{id}"]
+    (child,) = [span for span in trace.spans if span.name == "load user"]
+    prefix = f"2026-12-05 08:00:00,00{{}} INFO app [req:k3v9q2xd trace:{trace_id}"
+    log = write(
+        tmp_path / "app.log",
+        prefix.format(1) + f" span:{child.span_id}] reading the cache",
+        prefix.format(2) + f" span:{server.span_id}] done",
+        prefix.format(3) + "] no span named",
+    )
+    lines, _ = find_log_lines([log], trace, Query(request_id="k3v9q2xd"))
+    assert [line.marker for line in lines] == [
+        f"shop: load user ({child.span_id[:8]})",
+        f"shop: GET /users/{{id}} ({server.span_id[:8]})",
+        f"shop: GET /users/{{id}} ({server.span_id[:8]})",
+    ]

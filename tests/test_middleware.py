@@ -11,6 +11,7 @@ import pytest
 from aiohttp import ClientPayloadError, ClientResponse, ClientSession, WSMsgType, web
 from aiohttp.test_utils import TestClient
 from aiohttp.typedefs import Handler, Middleware
+from opentelemetry import trace as trace_api
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -21,15 +22,19 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 from otel_reqid_logging import (
     REQUEST_ID_KEY,
     RequestIdMiddleware,
+    _error_line,
     current_request_id,
     current_trace_id,
     request_id_from_span_id,
 )
+from otel_reqid_logging import middleware as middleware_module
+from otel_reqid_logging._error_line import remove_error_line_filters
 from otel_reqid_logging._ids import ALPHABET
 from tests.conftest import LineCollector
 
 log = logging.getLogger("tests.app")
 ID_RE = re.compile(f"[{ALPHABET}]{{8}}")
+TRACE_RE = re.compile("[0-9a-f]{32}")
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
@@ -506,6 +511,49 @@ async def test_handler_returning_no_response_gets_aiohttps_message(
     assert dict(span.attributes or {})["http.response.status_code"] == 500
 
 
+@pytest.mark.parametrize("returned", [None, "not a response"])
+async def test_aiohttps_line_about_no_response_carries_the_ids(
+    aiohttp_client: AiohttpClient, log_lines: LineCollector, returned: object
+) -> None:
+    """aiohttp's line about a handler that returned no response, logged after the
+    middleware returned and about no exception of the request, carries its ids once;
+    the filter goes on aiohttp's logger for it even when no request has failed before."""
+
+    async def no_response(request: web.Request) -> web.Response:
+        return returned  # type: ignore[return-value]
+
+    remove_error_line_filters()
+    middleware = RequestIdMiddleware()
+    response, _ = await answers_of(aiohttp_client, no_response, [middleware], signal=middleware)
+    assert response.status == 500
+    short_id = response.headers["X-Request-ID"]
+    assert ID_RE.fullmatch(short_id)
+    (error,) = error_lines(log_lines)
+    assert error.name == "aiohttp.server"
+    assert "return" in error.getMessage()
+    assert vars(error)["request_id"] == short_id
+    assert TRACE_RE.fullmatch(vars(error)["trace_id"])
+    assert log_lines.lines[log_lines.records.index(error)].count(f"[req:{short_id} ") == 1
+
+
+async def test_without_aiohttps_frames_the_line_about_no_response_goes_out_as_is(
+    aiohttp_client: AiohttpClient, log_lines: LineCollector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fallback where aiohttp's frame that logs it no longer holds the request (another
+    aiohttp): its line about a handler that returned no response goes out once, as
+    aiohttp wrote it, without the ids."""
+
+    async def no_response(request: web.Request) -> web.Response:
+        return None  # type: ignore[return-value]
+
+    monkeypatch.setattr(_error_line, "_AIOHTTP_PROTOCOL", "not.aiohttp")
+    response, _ = await answers_of(aiohttp_client, no_response, [RequestIdMiddleware()])
+    assert response.status == 500
+    (error,) = error_lines(log_lines)
+    assert error.getMessage() == "Missing return statement on request handler"
+    assert vars(error)["request_id"] == "-"
+
+
 async def test_nothing_the_library_logs_has_the_query_string(
     aiohttp_client: AiohttpClient, log_lines: LineCollector
 ) -> None:
@@ -845,3 +893,32 @@ async def test_a_span_current_at_startup_is_no_requests_span(
         async with client.get("/") as response:
             ids.add(response.headers["X-Request-ID"])
     assert len(ids) == 3
+
+
+class _TraceWithoutItsProviderVariable:
+    """OpenTelemetry's trace API as a release without ``_TRACER_PROVIDER`` would show it
+    to the middleware: every other name is the real module's."""
+
+    def __getattr__(self, name: str) -> object:
+        if name == "_TRACER_PROVIDER":
+            raise AttributeError(name)
+        return getattr(trace_api, name)
+
+
+async def test_without_opentelemetrys_provider_variable_the_global_provider_is_found(
+    aiohttp_client: AiohttpClient, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the private name the middleware reads to skip a lookup, it asks the public
+    ``get_tracer_provider()``: ids before a global provider is set, its spans after."""
+    monkeypatch.setattr(middleware_module, "trace", _TraceWithoutItsProviderVariable())
+    middleware = RequestIdMiddleware()
+    before, _ = await answers_of(aiohttp_client, hello, [middleware])
+    assert before.status == 200
+    assert ID_RE.fullmatch(before.headers["X-Request-ID"])
+    assert not exporter.get_finished_spans()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace_api.set_tracer_provider(provider)
+    after, _ = await answers_of(aiohttp_client, hello, [middleware])
+    (span,) = exporter.get_finished_spans()
+    assert dict(span.attributes or {})["request.id"] == after.headers["X-Request-ID"]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from ._model import Span, Trace
-from ._query import LineIds, Query, cut_json_ids, json_ids, line_ids
+from ._query import LineIds, Query, cut_json_ids, first_string, json_ids, line_ids
 
 __all__ = [
     "MAX_LINES",
@@ -154,7 +154,7 @@ class _Request:
         if span is not None:
             name = span.name if not span.service else f"{span.service}: {span.name}"
             return _clean(f"{name} ({span.span_id[:8]})")
-        service = _string(fields, _JSON_SERVICE_KEYS) if fields is not None else None
+        service = first_string(fields, _JSON_SERVICE_KEYS) if fields is not None else None
         return _clean(service) if service else ""
 
     @staticmethod
@@ -247,14 +247,14 @@ def _readable(line: LogLine, fields: Mapping[str, Any]) -> LogLine:
 
     A line without a message field is shown as it is.
     """
-    message = _string(fields, _JSON_MESSAGE_KEYS)
+    message = first_string(fields, _JSON_MESSAGE_KEYS)
     if message is None:
         return line
-    words = [_string(fields, keys) for keys in (_JSON_LEVEL_KEYS, _JSON_LOGGER_KEYS)]
+    words = [first_string(fields, keys) for keys in (_JSON_LEVEL_KEYS, _JSON_LOGGER_KEYS)]
     when = next((fields[key] for key in _JSON_TIME_KEYS if key in fields), None)
     head = [str(when)] if when is not None else []
     text = " ".join([*head, *(word for word in words if word), message])
-    traceback = _string(fields, _JSON_TRACEBACK_KEYS)
+    traceback = first_string(fields, _JSON_TRACEBACK_KEYS)
     extra = tuple(_clean(part) for part in traceback.splitlines()) if traceback else ()
     return dataclasses.replace(line, text=_clean(text), continuation=extra[:_MAX_CONTINUATION])
 
@@ -350,14 +350,6 @@ def _epoch_seconds(value: float) -> float:
     if value > 1e11:
         return value / 1e3
     return value
-
-
-def _string(fields: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
-    for key in keys:
-        value = fields.get(key)
-        if isinstance(value, str) and value:
-            return value
-    return None
 
 
 def _text_ids(raw: bytes) -> LineIds | None:

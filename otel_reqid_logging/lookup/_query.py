@@ -16,6 +16,7 @@ __all__ = [
     "Query",
     "QueryError",
     "cut_json_ids",
+    "first_string",
     "json_ids",
     "line_ids",
     "parse_query",
@@ -32,11 +33,14 @@ _OUTSIDE_MESSAGE = (
 )
 _ALL_ZERO_MESSAGE = "the all-zero trace id is not a trace: that record was logged outside a request"
 # The library's own prefix: `[req:ID trace:HEX]` of LOG_FORMAT and of gunicorn's access
-# lines, `[req:ID]` of requestIdPrefix. It comes before the message, so only the first one
+# lines (`[req:ID trace:HEX span:HEX]` where a format adds the span, as the demo's does),
+# `[req:ID]` of requestIdPrefix. It comes before the message, so only the first one
 # counts, and only ahead of the line's first double quote: what follows may be a client's
 # text (a path, a User-Agent), which can look like a prefix too.
 _PREFIX_START = "[req:"
-_PREFIX = re.compile(r"\[req:(?P<req>[^\s\]]*)(?: trace:(?P<trace>[^\s\]]*))?")
+_PREFIX = re.compile(
+    r"\[req:(?P<req>[^\s\]]*)(?: trace:(?P<trace>[^\s\]]*)(?: span:(?P<span>[^\s\]]*))?)?"
+)
 # `request_id=ID` / `trace_id=HEX` of key=value formats (structlog's renderers,
 # OpenTelemetry's logging format), read only where a line has no prefix of ours.
 _KEY_VALUE = re.compile(
@@ -128,7 +132,7 @@ def line_ids(text: str) -> LineIds | None:
     at = head.find(_PREFIX_START)
     prefix = _PREFIX.match(head, at) if at >= 0 else None
     if prefix is not None:  # the pattern matches wherever "[req:" starts
-        return LineIds(request_id=prefix["req"], trace_id=prefix["trace"])
+        return LineIds(request_id=prefix["req"], trace_id=prefix["trace"], span_id=prefix["span"])
     found: dict[str, str] = {}
     ambiguous = None
     for match in _KEY_VALUE.finditer(_QUOTED.sub(" ", text)):
@@ -180,9 +184,9 @@ def cut_json_ids(text: str) -> LineIds | None:
 def json_ids(fields: Mapping[str, Any]) -> LineIds | None:
     """The ids of a JSON log line, from its top-level fields; None if it has none."""
     ids = LineIds(
-        request_id=_first_string(fields, JSON_REQUEST_KEYS),
-        trace_id=_first_string(fields, JSON_TRACE_KEYS),
-        span_id=_first_string(fields, JSON_SPAN_KEYS),
+        request_id=first_string(fields, JSON_REQUEST_KEYS),
+        trace_id=first_string(fields, JSON_TRACE_KEYS),
+        span_id=first_string(fields, JSON_SPAN_KEYS),
     )
     return None if ids == LineIds() else ids
 
@@ -252,7 +256,8 @@ def _from_line(ids: LineIds) -> Query:
     raise QueryError(f"the log line has id tokens, but none is a valid id: {found}")
 
 
-def _first_string(fields: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
+def first_string(fields: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
+    """The first of ``keys`` whose field is a non-empty string: that string, or None."""
     for key in keys:
         value = fields.get(key)
         if isinstance(value, str) and value:
