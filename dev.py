@@ -243,8 +243,9 @@ def ensure_bench_tools(packages: list[str]) -> None:
     if not missing:
         return
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        run("apt-get", "update", "-qq")
-        run("apt-get", "install", "-y", "-qq", *missing)
+        wait = ("-o", "DPkg::Lock::Timeout=600")  # another apt-get may hold the lock
+        run("apt-get", *wait, "update", "-qq")
+        run("apt-get", *wait, "install", "-y", "-qq", *missing)
         return
     sys.exit(
         f"the benchmark needs {', '.join(missing)}, not on PATH: {bench_tools_hint(missing)}.\n"
