@@ -375,12 +375,18 @@ def ensure_other_venv(version: str, interpreter: Path) -> Path:
         text=True,
         check=False,
     ).stdout
-    wanted = f"{_fingerprint()}\n{interpreter}\n{identity}"
+    wanted = f"{_fingerprint()}\n{interpreter}\n{identity}\nwith pip"
     if stamp.exists() and stamp.read_text() == wanted and _works(python, "-c", "pass"):
         return python
     uv = ensure_uv()
     env = uv_environment()
-    run(uv, "venv", "--quiet", "--clear", "--python", interpreter, folder, env=env)
+    # Made by the interpreter's own venv, with pip when its ensurepip can give it, as the
+    # primary ./.venv is (the tests of dev.py use the pip of the interpreter they run on).
+    print(f"+ creating {folder} with {interpreter}", flush=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    made = subprocess.run([str(interpreter), "-m", "venv", str(folder)], check=False)
+    if made.returncode != 0:  # no ensurepip (Debian without python3-venv): uv makes it
+        run(uv, "venv", "--quiet", "--clear", "--python", interpreter, folder, env=env)
     run(
         uv, "pip", "install", "--quiet", "--python", python,
         "--constraint", CONSTRAINTS, "-e", ".[dev]",

@@ -320,6 +320,8 @@ def test_another_pythons_venv_is_made_once_from_the_same_pins(tree: Path) -> Non
     probe = "import sys; print(sys.prefix)"
     prefix = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True)
     assert prefix.stdout.strip() == str(tree / ".venv-9.9")
+    # With pip, as ./.venv: the tests of dev.py ask the pip of the Python they run on.
+    assert subprocess.run([python, "-m", "pip", "--version"], check=False).returncode == 0
 
     again = _dev(tree, code)
     assert again.returncode == 0
