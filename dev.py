@@ -21,7 +21,7 @@ run by `bench --check`, which installs the two with apt-get as root or says how 
 (.ci/run) runs `test`, then `matrix`, then `bench --check`.
 
 The other interpreters are the versions the Python classifiers of pyproject.toml declare.
-`--python X.Y` finds one as python3.X on PATH, in pyenv (PYENV_ROOT, `pyenv root`, or
+`--python X.Y` finds one as pythonX.Y on PATH, in pyenv (PYENV_ROOT, `pyenv root`, or
 ~/.pyenv: versions/X.Y.*), or as /usr/local/bin or /usr/bin/pythonX.Y; a path to an
 interpreter works too. Each gets its own ./.venv-X.Y (the primary interpreter, the one
 running dev.py, keeps ./.venv). `matrix` leaves out the tests marked external_tool (see
