@@ -1,16 +1,32 @@
 #!/usr/bin/env python3
 """Set up a development environment in ./.venv, then run the demo, the tests or the benchmark.
 
-    python3 dev.py demo             # concurrent requests, their log lines, a trace lookup
-    python3 dev.py test             # ruff, mypy --strict and the whole test suite (what CI runs)
-    python3 dev.py bench            # the benchmark; needs wrk (installed with apt-get as root)
-    python3 dev.py lock             # re-pin the development tools in dev-constraints.txt
-    python3 dev.py lock --upgrade   # the same, moving every pin to its newest release
+    python3 dev.py demo                  # concurrent requests, their log lines, a trace lookup
+    python3 dev.py test                  # ruff, mypy --strict and the whole test suite
+    python3 dev.py test --python 3.13    # the whole suite on another Python, in ./.venv-3.13
+    python3 dev.py matrix                # the suite on every other Python the project declares
+    python3 dev.py bench                 # the benchmark; needs wrk and valgrind
+    python3 dev.py bench --check         # the benchmark's own checks: short runs of it
+    python3 dev.py bench --python 3.13   # the benchmark on another Python
+    python3 dev.py lock                  # re-pin the development tools in dev-constraints.txt
+    python3 dev.py lock --upgrade        # the same, moving every pin to its newest release
 
 Needs Python 3.10 or newer, and one way to install packages: the interpreter's ensurepip,
 or else pip or uv on the machine. Packages come from wherever pip is configured to fetch
 them (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, pip.conf) or uv (UV_* settings).
-Every install is held to the pins in dev-constraints.txt.
+Every install, on every interpreter, is held to the pins in dev-constraints.txt.
+
+`test` needs nothing but Python: the checks that need wrk and valgrind are the benchmark's,
+run by `bench --check`, which installs the two with apt-get as root or says how to. CI
+(.ci/run) runs `test`, then `matrix`, then `bench --check`.
+
+The other interpreters are the versions the Python classifiers of pyproject.toml declare.
+`--python X.Y` finds one as pythonX.Y on PATH, in pyenv (PYENV_ROOT, `pyenv root`, or
+~/.pyenv: versions/X.Y.*), or as /usr/local/bin or /usr/bin/pythonX.Y; a path to an
+interpreter works too. Each gets its own ./.venv-X.Y (the primary interpreter, the one
+running dev.py, keeps ./.venv). `matrix` leaves out the tests marked external_tool (see
+pyproject.toml): they test Jaeger, the OpenTelemetry Collector and other programs, which
+run the same whatever Python drives them, and the primary interpreter runs them.
 """
 
 from __future__ import annotations
@@ -18,9 +34,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 import venv
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,9 +52,17 @@ CONSTRAINTS = ROOT / "dev-constraints.txt"
 # Written only once the install succeeded: a .venv without it is half-made.
 STAMP = VENV / ".dev-installed"
 MINIMUM_PYTHON = (3, 10)
-# What the benchmark and its smoke test need beyond Python: Debian package -> its program.
-# Package -> the program it puts on PATH: wrk drives the load, valgrind counts instructions.
+# What the benchmark and its checks need beyond Python: Debian package -> the program it
+# puts on PATH. wrk drives the load, valgrind counts instructions.
 BENCH_TOOLS = {"wrk": "wrk", "valgrind": "callgrind_control"}
+# The benchmark's own checks: short runs of it, outside the test suite (norecursedirs).
+BENCH_CHECKS = "tests/bench_checks"
+# What the matrix leaves out on the other interpreters (the marker is in pyproject.toml).
+MATRIX_MARKERS = "not external_tool"
+_CLASSIFIER = re.compile(r'"Programming Language :: Python :: (3\.\d+)"')
+_VERSION = re.compile(r"3\.\d+")
+# pytest's exit code when it collected nothing: never a pass.
+_NO_TESTS = 5
 LOCK_COMMAND = (
     "pip",
     "compile",
@@ -199,9 +225,10 @@ def lock(extra: list[str]) -> None:
     print(f"{CONSTRAINTS.name} updated; the next dev.py run installs from it.")
 
 
-def missing_bench_tools() -> list[str]:
-    """The packages of BENCH_TOOLS whose program is not on PATH."""
-    return [package for package, program in BENCH_TOOLS.items() if not shutil.which(program)]
+def missing_bench_tools(packages: list[str] | None = None) -> list[str]:
+    """The packages of BENCH_TOOLS (or of ``packages``) whose program is not on PATH."""
+    wanted = list(BENCH_TOOLS) if packages is None else packages
+    return [package for package in wanted if not shutil.which(BENCH_TOOLS[package])]
 
 
 def bench_tools_hint(missing: list[str]) -> str:
@@ -210,16 +237,282 @@ def bench_tools_hint(missing: list[str]) -> str:
     return f"sudo apt-get install {names} (Debian, Ubuntu), or brew install {names} (macOS)"
 
 
-def ensure_bench_tools() -> None:
+def ensure_bench_tools(packages: list[str]) -> None:
     """Install what the benchmark needs with apt-get as root; else say how, and stop."""
-    missing = missing_bench_tools()
+    missing = missing_bench_tools(packages)
     if not missing:
         return
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        run("apt-get", "update", "-qq")
-        run("apt-get", "install", "-y", "-qq", *missing)
+        wait = ("-o", "DPkg::Lock::Timeout=600")  # another apt-get may hold the lock
+        run("apt-get", *wait, "update", "-qq")
+        run("apt-get", *wait, "install", "-y", "-qq", *missing)
         return
-    sys.exit(f"the benchmark needs {', '.join(missing)}: {bench_tools_hint(missing)}")
+    sys.exit(
+        f"the benchmark needs {', '.join(missing)}, not on PATH: {bench_tools_hint(missing)}.\n"
+        "(The tests, python3 dev.py test, need neither.)"
+    )
+
+
+def bench_tools_needed(args: list[str]) -> list[str]:
+    """The BENCH_TOOLS packages a ``bench`` run with ``args`` uses."""
+    if "--check" in args:
+        return list(BENCH_TOOLS)
+    needed = []
+    if not {"--no-wrk", "--records-only"} & set(args):
+        needed.append("wrk")
+    if "--no-callgrind" not in args:
+        needed.append("valgrind")
+    return needed
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def this_version() -> str:
+    """The major.minor version of the interpreter running dev.py: the primary one."""
+    return f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def declared_versions(pyproject: Path = ROOT / "pyproject.toml") -> list[str]:
+    """The Python versions the project's classifiers declare, oldest first."""
+    found = set(_CLASSIFIER.findall(pyproject.read_text()))
+    return sorted(found, key=_version_key)
+
+
+def _version_of(python: Path) -> str | None:
+    """The major.minor version of ``python``, or None when it does not run."""
+    try:
+        completed = subprocess.run(
+            [str(python), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return completed.stdout.strip() if completed.returncode == 0 else None
+
+
+def _pyenv_root() -> Path | None:
+    if os.environ.get("PYENV_ROOT"):
+        return Path(os.environ["PYENV_ROOT"])
+    pyenv = shutil.which("pyenv")
+    if pyenv:
+        answer = subprocess.run([pyenv, "root"], capture_output=True, text=True, check=False)
+        if answer.returncode == 0 and answer.stdout.strip():
+            return Path(answer.stdout.strip())
+    home = Path.home() / ".pyenv"
+    return home if home.is_dir() else None
+
+
+def python_candidates(version: str) -> list[Path]:
+    """Where an interpreter of ``version`` (major.minor) may be, in the order tried."""
+    candidates = []
+    on_path = shutil.which(f"python{version}")
+    if on_path:
+        # pyenv's shim is on PATH too, but runs only with PYENV_VERSION set.
+        candidates.append(Path(on_path))
+    root = _pyenv_root()
+    if root is not None:
+        pattern = re.compile(rf"{re.escape(version)}\.\d+")
+        builds = [p for p in (root / "versions").glob(f"{version}.*") if pattern.fullmatch(p.name)]
+        for build in sorted(builds, key=lambda p: _version_key(p.name), reverse=True):
+            candidates.append(build / "bin" / "python3")
+    candidates += [Path(folder) / f"python{version}" for folder in ("/usr/local/bin", "/usr/bin")]
+    return list(dict.fromkeys(candidates))
+
+
+def find_python(version: str) -> Path | None:
+    """The first candidate interpreter that runs and is ``version``, or None."""
+    for candidate in python_candidates(version):
+        if candidate.exists() and _version_of(candidate) == version:
+            return candidate
+    return None
+
+
+def _resolve(wanted: str) -> tuple[str, Path]:
+    """Turn ``--python``'s value (X.Y, or an interpreter's path) into (version, interpreter)."""
+    if os.sep in wanted:
+        interpreter = Path(wanted).absolute()
+        version = _version_of(interpreter)
+        if version is None:
+            sys.exit(f"--python {wanted}: that interpreter does not run")
+    elif _VERSION.fullmatch(wanted):
+        version = wanted
+        found = find_python(version)
+        if found is None:
+            tried = ", ".join(str(path) for path in python_candidates(version))
+            sys.exit(
+                f"Python {version} not found (tried: {tried or 'nothing on PATH'}).\n"
+                f"Install it, e.g. `pyenv install {version}`, or pass its path: --python PATH"
+            )
+        interpreter = found
+    else:
+        sys.exit(f"--python takes a version such as 3.13, or an interpreter's path; not {wanted}")
+    if _version_key(version) < MINIMUM_PYTHON:
+        sys.exit(f"Python {version} ({interpreter}) is older than the 3.10 this project needs")
+    return version, interpreter
+
+
+def venv_for(version: str) -> Path:
+    """The development environment of a Python other than the primary one."""
+    return ROOT / f".venv-{version}"
+
+
+def ensure_other_venv(version: str, interpreter: Path) -> Path:
+    """Make ./.venv-X.Y with ``interpreter``: the project (editable) and its pinned dev tools.
+
+    The primary ./.venv's uv builds it, from the same dev-constraints.txt. Returns its python.
+    """
+    folder = venv_for(version)
+    python = folder / "bin" / "python"
+    stamp = folder / STAMP.name
+    identity = subprocess.run(
+        [str(interpreter), "-c", "import sys; print(sys.version)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    wanted = f"{_fingerprint()}\n{interpreter}\n{identity}\nwith pip"
+    if stamp.exists() and stamp.read_text() == wanted and _works(python, "-c", "pass"):
+        return python
+    uv = ensure_uv()
+    env = uv_environment()
+    # Made by the interpreter's own venv, with pip when its ensurepip can give it, as the
+    # primary ./.venv is (the tests of dev.py use the pip of the interpreter they run on).
+    print(f"+ creating {folder} with {interpreter}", flush=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    made = subprocess.run([str(interpreter), "-m", "venv", str(folder)], check=False)
+    if made.returncode != 0:  # no ensurepip (Debian without python3-venv): uv makes it
+        run(uv, "venv", "--quiet", "--clear", "--python", interpreter, folder, env=env)
+    run(
+        uv, "pip", "install", "--quiet", "--python", python,
+        "--constraint", CONSTRAINTS, "-e", ".[dev]",
+        env=env,
+    )  # fmt: skip
+    stamp.write_text(wanted)
+    return python
+
+
+def _take_python(extra: list[str]) -> tuple[str | None, list[str]]:
+    """Split ``--python X`` (or ``--python=X``) off the arguments."""
+    rest: list[str] = []
+    wanted: str | None = None
+    arguments = iter(extra)
+    for argument in arguments:
+        if argument == "--python":
+            wanted = next(arguments, None)
+            if wanted is None:
+                sys.exit("--python needs a value: a version such as 3.13, or a path")
+        elif argument.startswith("--python="):
+            wanted = argument.partition("=")[2]
+        else:
+            rest.append(argument)
+    return wanted, rest
+
+
+def _environment_for(python: Path) -> dict[str, str]:
+    """This process's environment with ``python``'s venv first on PATH, and uv's settings."""
+    env = uv_environment()
+    env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("VIRTUAL_ENV", None)
+    return env
+
+
+def outcome(code: int) -> str:
+    """What a pytest exit code means, in words."""
+    if code == 0:
+        return "passed"
+    if code == _NO_TESTS:
+        return "no tests ran (pytest exit 5): a selection that matched nothing"
+    return f"failed (pytest exit {code})"
+
+
+def pytest(python: Path, *args: str) -> int:
+    """Run the tests with ``python``; return pytest's exit code (5, no tests, is a failure)."""
+    command = [str(python), "-m", "pytest", *args]
+    print("+", " ".join(command), flush=True)
+    code = subprocess.run(command, cwd=ROOT, env=_environment_for(python), check=False).returncode
+    if code == _NO_TESTS:
+        print(f"error: {outcome(code)}", file=sys.stderr, flush=True)
+    return code
+
+
+def _primary() -> Path:
+    """The primary ./.venv, current; its python."""
+    ensure_venv()
+    return PYTHON
+
+
+def _interpreter(wanted: str | None) -> tuple[str, Path]:
+    """The (version, venv python) that ``--python`` asks for; the primary one by default."""
+    if wanted is None:
+        return this_version(), _primary()
+    version, interpreter = _resolve(wanted)
+    if version == this_version() and interpreter.resolve() == Path(sys.executable).resolve():
+        return version, _primary()
+    return version, ensure_other_venv(version, interpreter)
+
+
+def test(extra: list[str]) -> None:
+    """ruff, mypy and the suite on the primary Python; only the suite on another one."""
+    wanted, args = _take_python(extra)
+    version, python = _interpreter(wanted)
+    if python == PYTHON:
+        run(BIN / "ruff", "check", ".")
+        run(BIN / "ruff", "format", "--check", ".")
+        run(BIN / "mypy")
+    print(f"+ the tests on Python {version}", flush=True)
+    code = pytest(python, *args)
+    if code != 0:
+        sys.exit(code)
+
+
+def matrix(extra: list[str]) -> None:
+    """The suite, less the external_tool tests, on every other declared Python; a summary."""
+    declared = declared_versions()
+    primary = this_version()
+    others = [version for version in declared if version != primary]
+    if primary not in declared:
+        print(f"note: the primary Python {primary} is not among the declared {declared}")
+    results: list[tuple[str, str, int, float]] = []
+    missing: list[str] = []
+    for version in others:
+        interpreter = find_python(version)
+        if interpreter is None:
+            print(f"error: declared Python {version} not found on this machine", flush=True)
+            missing.append(version)
+            continue
+        python = ensure_other_venv(version, interpreter)
+        print(f"+ the tests on Python {version} ({interpreter})", flush=True)
+        started = time.monotonic()
+        code = pytest(python, "-m", MATRIX_MARKERS, *extra)
+        results.append((version, str(interpreter), code, time.monotonic() - started))
+    print(f"\nPython matrix (the primary {primary} runs the whole suite in `dev.py test`):")
+    for version, path, code, seconds in results:
+        print(f"  {version}: {outcome(code)} in {seconds / 60:.1f} min ({path})")
+    for version in missing:
+        tried = ", ".join(str(path) for path in python_candidates(version))
+        print(f"  {version}: NOT TESTED, no interpreter found (tried: {tried})")
+    if missing or any(code != 0 for _, _, code, _ in results):
+        sys.exit(1)
+
+
+def bench(extra: list[str]) -> None:
+    """The benchmark, or with --check its own checks, on the primary or another Python."""
+    wanted, args = _take_python(extra)
+    ensure_bench_tools(bench_tools_needed(args))
+    version, python = _interpreter(wanted)
+    if "--check" in args:
+        args.remove("--check")
+        print(f"+ the benchmark's checks on Python {version}", flush=True)
+        code = pytest(python, BENCH_CHECKS, *args)
+        if code != 0:
+            sys.exit(code)
+        return
+    run(python, "-m", "bench", *args, env=_environment_for(python))
 
 
 def main() -> None:
@@ -227,32 +520,20 @@ def main() -> None:
     check_python()
     command = sys.argv[1] if len(sys.argv) > 1 else "help"
     extra = sys.argv[2:]
-    if command not in {"demo", "test", "bench", "lock"}:
+    if command not in {"demo", "test", "matrix", "bench", "lock"}:
         print(__doc__)
         sys.exit(0 if command in {"help", "-h", "--help"} else 2)
     if command == "lock":
         lock(extra)
-        return
-    ensure_venv()
-    os.environ.update(uv_environment())  # the test suite installs its tools with uv too
-    os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
-    if command == "demo":
-        run(BIN / "otel-reqid-logging", "demo", *extra)
     elif command == "test":
-        missing = missing_bench_tools()
-        if missing:
-            print(
-                f"note: {', '.join(missing)} not installed, so the benchmark's smoke test will "
-                f"fail (every other test runs). To install: {bench_tools_hint(missing)}",
-                flush=True,
-            )
-        run(BIN / "ruff", "check", ".")
-        run(BIN / "ruff", "format", "--check", ".")
-        run(BIN / "mypy")
-        run(PYTHON, "-m", "pytest", *extra)
+        test(extra)
+    elif command == "matrix":
+        matrix(extra)
+    elif command == "bench":
+        bench(extra)
     else:
-        ensure_bench_tools()
-        run(PYTHON, "-m", "bench", *extra)
+        ensure_venv()
+        run(BIN / "otel-reqid-logging", "demo", *extra, env=_environment_for(PYTHON))
 
 
 if __name__ == "__main__":

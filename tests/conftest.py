@@ -16,7 +16,7 @@ from opentelemetry.util._once import Once
 from otel_reqid_logging import records
 from otel_reqid_logging._options import SPANS_FILE_ENV
 
-pytest_plugins = ["tests.tools", "tests.wheels"]
+pytest_plugins = ["tests.tools", "tests.wheels", "tests.markers"]
 
 
 @pytest.fixture(autouse=True)

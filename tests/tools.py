@@ -189,7 +189,9 @@ def tool_venv(distribution: str) -> Path:
     (never installed, interrupted, or pinned to another version) is rebuilt from scratch.
     """
     requirement = f"{distribution}=={TOOL_VERSIONS[distribution]}"
-    venv = _tools_dir() / distribution
+    # One per Python: `dev.py test --python 3.13` must not rebuild the primary's, nor clear
+    # it under a session of another interpreter that is using it.
+    venv = _tools_dir() / distribution / f"python{sys.version_info[0]}.{sys.version_info[1]}"
     marker = venv / _MARKER_NAME
     expected = {"requirement": requirement, "python": sys.version.split()[0]}
 
