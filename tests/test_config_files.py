@@ -199,6 +199,7 @@ def _validate(config: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.external_tool
 @pytest.mark.parametrize("config", [COLLECTOR_CONFIG, JAEGER_CONFIG], ids=["collector", "jaeger"])
 def test_the_binary_that_runs_a_config_accepts_it(config: Path) -> None:
     """The OpenTelemetry Collector validates the collector config, Jaeger its own."""
@@ -207,6 +208,7 @@ def test_the_binary_that_runs_a_config_accepts_it(config: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.external_tool
 @pytest.mark.parametrize("exporter", ["otlp_grpc/jaeger", "otlp/jaeger"])
 def test_the_collector_runs_the_config_without_deprecation_warnings(
     exporter: str,
@@ -235,6 +237,7 @@ def test_the_collector_runs_the_config_without_deprecation_warnings(
         assert '"otlp" alias is deprecated; use "otlp_grpc" instead' in log, log
 
 
+@pytest.mark.external_tool
 @pytest.mark.parametrize("config", [COLLECTOR_CONFIG, JAEGER_CONFIG], ids=["collector", "jaeger"])
 def test_validation_rejects_an_unknown_component(config: Path, tmp_path: Path) -> None:
     """A copy naming a component the distribution lacks fails validation, so a pass means

@@ -34,6 +34,9 @@ from otel_reqid_logging.lookup._model import SpanEvent
 from otel_reqid_logging.lookup._waterfall import RequestLogs
 from tests.test_lookup_file import write_request
 
+# A real Chromium: the page is the same whichever Python wrote it.
+pytestmark = pytest.mark.external_tool
+
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 MS = 1_000_000
 EPOCH = 1_780_000_000 * 1_000_000_000

@@ -28,6 +28,9 @@ from tests.tools import (
     otelcol_binary,
 )
 
+# Builds and inspects the Go tools: nothing here depends on the Python version.
+pytestmark = pytest.mark.external_tool
+
 #: The stable modules (pdata, component, confmap, ...) of the pinned Collector release.
 OTELCOL_STABLE: str = "v1.71.0"
 

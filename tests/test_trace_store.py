@@ -21,7 +21,8 @@ from otel_reqid_logging.export import configure_tracing
 from otel_reqid_logging.lookup._cli import EXIT_FOUND, EXIT_NOT_FOUND, run
 from tests.tools import JaegerServer, running_jaeger
 
-pytestmark = pytest.mark.usefixtures("no_otel_environment")
+# The real Jaeger, started and restarted here.
+pytestmark = [pytest.mark.usefixtures("no_otel_environment"), pytest.mark.external_tool]
 
 # Jaeger's config batches for 200 ms before it writes.
 ARRIVAL_WAIT_S = 15.0

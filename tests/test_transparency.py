@@ -20,6 +20,9 @@ import pytest
 
 from tests.upstream import Outcome, SuiteRun, UpstreamSuite, differences, rerun, run_suite
 
+# Other projects' suites in their own venv, ~8 min: the primary interpreter runs them.
+pytestmark = pytest.mark.external_tool
+
 REFERENCE: Final = Path(__file__).resolve().parent.parent / "docs" / "reference.md"
 _SECTION: Final = "## What changes with the library on"
 
