@@ -185,7 +185,7 @@ class ServerSpans:
         OpenTelemetry's).
         """
         parent = incoming_context(request)
-        metrics = None if suppressed else self.metrics()
+        metrics = None if suppressed else self._metrics.get()
         attributes: dict[str, Any] | None = None
         span: Span | None = None
         if suppressed or isinstance(provider, _NOTHING_RECORDS):
