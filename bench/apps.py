@@ -132,13 +132,22 @@ def _set_global_meter_provider() -> None:
     )
 
 
-def _instrument_aiohttp_server(provider: TracerProvider) -> None:
-    """Turn on OpenTelemetry's aiohttp-server instrumentation (it patches web.Application).
+_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
 
-    In its stable HTTP semantic-convention mode, the one this library's span follows,
-    so that both record the same attributes and the same metrics.
+
+def _semconv(mode: str | None) -> None:
+    """Choose the HTTP semantic-convention mode of both libraries (None: the old default).
+
+    Set before either instruments anything: both read it once.
     """
-    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+    if mode is None:
+        os.environ.pop(_OPT_IN, None)
+    else:
+        os.environ[_OPT_IN] = mode
+
+
+def _instrument_aiohttp_server(provider: TracerProvider) -> None:
+    """Turn on OpenTelemetry's aiohttp-server instrumentation (it patches web.Application)."""
     from opentelemetry.instrumentation.aiohttp_server import (  # noqa: PLC0415
         AioHttpServerInstrumentor,
     )
@@ -169,7 +178,8 @@ def _ancestor() -> Parts:
     return Parts(middlewares=[RequestIdMiddleware()], access_log_class=RequestIdAccessLogger)
 
 
-def _otel_server() -> Parts:
+def _otel_server(mode: str | None = "http") -> Parts:
+    _semconv(mode)
     provider = _dropping_provider()
     _set_global_provider(provider)
     _set_global_meter_provider()
@@ -224,13 +234,16 @@ def _otel() -> Parts:
     return parts
 
 
-def _ours(*, own_provider: bool, on_otel: bool, with_metrics: bool = False) -> Parts:
+def _ours(
+    *, own_provider: bool, on_otel: bool, with_metrics: bool = False, mode: str | None = "http"
+) -> Parts:
     from otel_reqid_logging import (  # noqa: PLC0415
         RequestIdAccessLogger,
         RequestIdMiddleware,
         install_record_factory,
     )
 
+    _semconv(mode)
     provider = None
     if own_provider or on_otel:
         provider = _dropping_provider()
@@ -253,6 +266,18 @@ def _ours_span() -> Parts:
 
 def _ours_span_metrics() -> Parts:
     return _ours(own_provider=True, on_otel=False, with_metrics=True)
+
+
+def _ours_span_old() -> Parts:
+    return _ours(own_provider=True, on_otel=False, mode=None)
+
+
+def _ours_span_metrics_old() -> Parts:
+    return _ours(own_provider=True, on_otel=False, with_metrics=True, mode=None)
+
+
+def _ours_span_metrics_dup() -> Parts:
+    return _ours(own_provider=True, on_otel=False, with_metrics=True, mode="http/dup")
 
 
 def _ours_ids() -> Parts:
@@ -285,6 +310,18 @@ CONFIGURATIONS: dict[str, Configuration] = {
             _otel_server,
         ),
         Configuration(
+            "otel_server_old",
+            "the same in the old (default) HTTP semantic conventions",
+            PLAIN_FORMAT,
+            lambda: _otel_server(None),
+        ),
+        Configuration(
+            "otel_server_dup",
+            "the same in http/dup: old and stable conventions",
+            PLAIN_FORMAT,
+            lambda: _otel_server("http/dup"),
+        ),
+        Configuration(
             "otel",
             "OpenTelemetry aiohttp-server + logging instrumentations, SDK, metrics",
             "%(asctime)s %(levelname)s %(name)s [trace:%(otelTraceID)s span:%(otelSpanID)s]"
@@ -303,6 +340,24 @@ CONFIGURATIONS: dict[str, Configuration] = {
             "this library, its own span and HTTP metrics, SDK",
             _OURS_FORMAT,
             _ours_span_metrics,
+        ),
+        Configuration(
+            "ours_span_old",
+            "this library, its own span, SDK, old (default) conventions",
+            _OURS_FORMAT,
+            _ours_span_old,
+        ),
+        Configuration(
+            "ours_span_metrics_old",
+            "this library, its own span and HTTP metrics, SDK, old (default) conventions",
+            _OURS_FORMAT,
+            _ours_span_metrics_old,
+        ),
+        Configuration(
+            "ours_span_metrics_dup",
+            "this library, its own span and HTTP metrics, SDK, http/dup conventions",
+            _OURS_FORMAT,
+            _ours_span_metrics_dup,
         ),
         Configuration("ours_ids", "this library, no SDK (ids only)", _OURS_FORMAT, _ours_ids),
         Configuration(

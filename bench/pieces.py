@@ -80,9 +80,9 @@ def _middleware_pieces() -> dict[str, Callable[[], None]]:
     from opentelemetry.trace import SpanKind  # noqa: PLC0415
 
     from otel_reqid_logging import RequestIdMiddleware  # noqa: PLC0415
-    from otel_reqid_logging._server_span import (  # noqa: PLC0415
-        incoming_context,
-        request_attributes,
+    from otel_reqid_logging._incoming import incoming_context  # noqa: PLC0415
+    from otel_reqid_logging._semconv import (  # noqa: PLC0415
+        _known_method,
         route_of,
         span_name,
     )
@@ -106,15 +106,16 @@ def _middleware_pieces() -> dict[str, Callable[[], None]]:
         with tracer.start_as_current_span("GET /hello/{name}", kind=SpanKind.SERVER) as span:
             span.set_attribute("http.response.status_code", 200)
 
+    conventions = own_span._spans.conventions
+
     def our_start_end() -> None:
-        route = route_of(request)
-        span = tracer.start_span(
-            span_name(request, route),
+        route, method = route_of(request), _known_method(request.method)
+        tracer.start_span(
+            span_name(method, route),
             context=incoming_context(request),
             kind=SpanKind.SERVER,
-            attributes=request_attributes(request, route),
-        )
-        span.end()
+            attributes=conventions.request_attributes(request, method, route),
+        ).end()
 
     def attach_detach() -> None:
         current = otel_context.get_current()
@@ -122,7 +123,7 @@ def _middleware_pieces() -> dict[str, Callable[[], None]]:
         otel_context.detach(token)
 
     def attributes() -> None:
-        request_attributes(request, route_of(request))
+        conventions.request_attributes(request, _known_method(request.method), route_of(request))
 
     from otel_reqid_logging._context import (  # noqa: PLC0415
         REQUEST_ID_KEY,
@@ -130,10 +131,10 @@ def _middleware_pieces() -> dict[str, Callable[[], None]]:
         _ids,
         request_id,
     )
-    from otel_reqid_logging._server_span import is_server_span_of_request  # noqa: PLC0415
+    from otel_reqid_logging._otel_server import is_server_span_of_request  # noqa: PLC0415
 
     no_provider = ids_only._current_provider()
-    sample_span = ids_only._start_span(request, no_provider)
+    sample_span, _ = ids_only._spans.start(request, no_provider)
     sample_ids = ids_only._ids_for(request, sample_span, no_provider)
     response = web.Response(text="Hello, world!\n")
 
@@ -163,21 +164,21 @@ def _middleware_pieces() -> dict[str, Callable[[], None]]:
         "middleware, own span": fresh_request_call(own_span),
         "SDK span: start, 1 attribute, end (as current)": floor_span,
         "SDK span: start with our attributes, end": our_start_end,
-        "request_attributes()": attributes,
+        "request_attributes() (the mode in force)": attributes,
         "incoming_context()": lambda: _ignore(incoming_context(request)),
         "attach + detach a span in the OTel context": attach_detach,
         "web.Response()": lambda: _ignore(web.Response(text="Hello, world!\n")),
         "ids only: _passes_through()": lambda: _ignore(ids_only._passes_through(request)),
         "ids only: _current_provider()": lambda: _ignore(ids_only._current_provider()),
         "ids only: find the current span": find_current,
-        "ids only: _start_span()": lambda: _ignore(ids_only._start_span(request, no_provider)),
+        "ids only: _spans.start()": lambda: _ignore(ids_only._spans.start(request, no_provider)),
         "ids only: _ids_for()": lambda: _ignore(
             ids_only._ids_for(request, sample_span, no_provider)
         ),
         "ids only: sentry scope": lambda: _ignore(
             ids_only._sentry_scope and ids_only._sentry_scope(sample_ids)
         ),
-        "ids only: metrics source": lambda: _ignore(ids_only._metrics.get()),
+        "ids only: metrics source": lambda: _ignore(ids_only._spans.metrics()),
         "store ids on the request": store_ids,
         "set and reset both ContextVars": context_vars,
         "_add_header() (and take it off)": add_header,
@@ -190,11 +191,14 @@ def _metrics_pieces() -> dict[str, Callable[[], None]]:
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: PLC0415
 
     from otel_reqid_logging._metrics import ServerMetrics  # noqa: PLC0415
+    from otel_reqid_logging._semconv import conventions_for, opt_in_mode  # noqa: PLC0415
 
     meter = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("bench.pieces")
     histogram = meter.create_histogram("bench.duration", unit="s")
     counter = meter.create_up_down_counter("bench.active", unit="{request}")
-    ours = ServerMetrics(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    ours = ServerMetrics(
+        MeterProvider(metric_readers=[InMemoryMetricReader()]), conventions_for(opt_in_mode())
+    )
     active = {"http.request.method": "GET", "url.scheme": "http"}
     duration: dict[str, str | int] = {
         **active,
@@ -203,9 +207,22 @@ def _metrics_pieces() -> dict[str, Callable[[], None]]:
         "http.response.status_code": 200,
     }
 
+    # The start attributes of the stable and of the old conventions: each mode keeps its own.
+    start = {
+        **duration,
+        "http.method": "GET",
+        "http.scheme": "http",
+        "http.flavor": "1.1",
+        "http.host": "127.0.0.1",
+        "http.server_name": "127.0.0.1:8080",
+        "net.host.name": "127.0.0.1",
+        "net.host.port": 8080,
+    }
+    del start["http.response.status_code"]
+
     def measure() -> None:
-        measurement = ours.start("GET", "http", "/hello/{name}", "1.1")
-        measurement.status = 200
+        measurement = ours.start(start)
+        measurement.outcome["http.response.status_code"] = 200
         measurement.end()
 
     return {

@@ -81,6 +81,7 @@ class RecordTarget:
 SERVER_TARGETS: tuple[Target, ...] = (
     Target("ours_span", "sdk_floor", 0.95),
     Target("ours_span_metrics", "otel_server", 1.30),
+    Target("ours_span_metrics_old", "otel_server_old", 1.30),
     Target("ours_on_otel", "otel_server", 0.95),
     Target("ours_ids", "bare", 0.90),
 )

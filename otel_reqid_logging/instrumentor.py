@@ -26,8 +26,8 @@ from ._context import REQUEST_IDS_KEY
 from ._error_line import remove_error_line_filters
 from ._excluded import is_excluded
 from ._options import Options, resolve_options
+from ._otel_server import is_otel_server_middleware
 from ._patching import Patch
-from ._server_span import is_otel_server_middleware
 from .access_log import _log_with_ids, _remove_filters
 from .middleware import RequestIdMiddleware
 from .records import _record_factory_installed, install_record_factory, uninstall_record_factory

@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import random
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import (
-    DEFAULT_TRACE_OPTIONS,
-    DEFAULT_TRACE_STATE,
-    INVALID_SPAN_ID,
-    INVALID_TRACE_ID,
-    NonRecordingSpan,
-    NoOpTracerProvider,
-    ProxyTracerProvider,
-    Span,
-    SpanContext,
-    SpanKind,
-    Status,
-    StatusCode,
-)
+from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
+from opentelemetry.trace import ProxyTracerProvider, Span
 
 from . import sentry as _sentry
 from ._context import (
@@ -37,28 +24,16 @@ from ._context import (
 from ._error_line import register_carrier, watch_server_logger
 from ._excluded import request_exclusion
 from ._ids import is_acceptable_request_id, request_id_from_span_id
-from ._metrics import MetricsSource
 from ._options import DEFAULT_HEADER_NAME, MiddlewareOptions, Options, resolve_options
+from ._otel_server import is_server_span_of_request
 from ._response_headers import ResponseHeaders
-from ._server_span import (
-    NOTHING_INCOMING,
-    OwnSpan,
-    incoming_context,
-    is_server_span_of_request,
-    request_attributes,
-    route_of,
-    span_name,
-)
-from ._version import __version__
+from ._server_span import OwnSpan, ServerSpans
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 __all__ = ["DEFAULT_HEADER_NAME", "RequestIdMiddleware"]
 
-_random_bits = random.getrandbits
-# Providers whose tracers never record: the API's default, before any SDK is set up.
-_NOTHING_RECORDS = (ProxyTracerProvider, NoOpTracerProvider)
 _NO_PROVIDER = ProxyTracerProvider()
 _UNKNOWN = object()
 
@@ -121,9 +96,9 @@ class RequestIdMiddleware:
             request_id_header=options.header_name, traceresponse=options.traceresponse
         )
         self._provider = options.tracer_provider
-        self._tracer = trace.get_tracer(__name__, __version__, options.tracer_provider)
+        # The semantic-convention mode and the captured headers are read here, once.
+        self._spans = ServerSpans(options.tracer_provider, options.meter_provider)
         self._sentry_scope = _sentry._scope_factory(options.sentry)
-        self._metrics = MetricsSource(options.meter_provider)
         self._global_provider: trace.TracerProvider | None = None
         self._named_provider: object = None
         self._service_name = ""
@@ -151,14 +126,16 @@ class RequestIdMiddleware:
             if span.is_recording():
                 span.set_attribute("request.id", ids.request_id)
         else:
-            span = self._start_span(request, provider)
+            # suppress_http_instrumentation() (or suppress_instrumentation()) in force:
+            # no span and no metrics, as for OpenTelemetry's; the request still has ids.
+            suppressed = bool(otel_current) and not is_http_instrumentation_enabled()
+            span, own_span = self._spans.start(request, provider, suppressed)
             request_context = trace.set_span_in_context(span, otel_current)
             otel_token = otel_context.attach(request_context)
             ids = self._ids_for(request, span, provider)
-            metrics = self._metrics.get()
-            if metrics is not None or span.is_recording():
+            if own_span is not None:
                 # It puts request.id on the span with the status, in one call at the end.
-                own_span = OwnSpan(span, metrics, request, ids.request_id)
+                own_span.request_id = ids.request_id
 
         request[REQUEST_IDS_KEY] = ids
         request[REQUEST_ID_KEY] = ids.request_id
@@ -215,59 +192,16 @@ class RequestIdMiddleware:
                 own_span.cancelled()
             raise
         except Exception as exc:
-            _failed(request, span, own_span, exc)
+            _failed(request, own_span, exc)
             raise
         if own_span is not None:
             try:
-                status = response.status
+                status, headers = response.status, response.headers
             except AttributeError:
                 # Not a response: aiohttp answers 500 and logs why.
-                status = 500
-            own_span.responded(status)
+                status, headers = 500, None
+            own_span.responded(status, headers=headers)
         return response
-
-    def _start_span(self, request: web.Request, provider: trace.TracerProvider) -> Span:
-        """Start this request's SERVER span, or make up its ids when nothing records."""
-        parent = incoming_context(request)
-        if isinstance(provider, _NOTHING_RECORDS):
-            # No SDK: a tracer would only hand back the caller's span, so the name and
-            # the attributes it would drop are not even built.
-            if parent is NOTHING_INCOMING:
-                return NonRecordingSpan(
-                    SpanContext(
-                        _new_id(128, INVALID_TRACE_ID),
-                        _new_id(64, INVALID_SPAN_ID),
-                        False,
-                        DEFAULT_TRACE_OPTIONS,
-                        DEFAULT_TRACE_STATE,
-                    )
-                )
-            context = trace.get_current_span(parent).get_span_context()
-        else:
-            route = route_of(request)
-            span = self._tracer.start_span(
-                span_name(request, route),
-                context=parent,
-                kind=SpanKind.SERVER,
-                attributes=request_attributes(request, route),
-                record_exception=False,
-                set_status_on_exception=False,
-            )
-            context = span.get_span_context()
-            if context.is_valid and not context.is_remote:
-                return span
-        # Nothing records: the API hands back the caller's context (or nothing). The
-        # request still gets ids of its own, continuing the caller's trace if there is one.
-        trace_id = context.trace_id if context.is_valid else _new_id(128, INVALID_TRACE_ID)
-        return NonRecordingSpan(
-            SpanContext(
-                trace_id=trace_id,
-                span_id=_new_id(64, INVALID_SPAN_ID),
-                is_remote=False,
-                trace_flags=context.trace_flags,
-                trace_state=context.trace_state,
-            )
-        )
 
     def _ids_for(
         self, request: web.Request, span: Span, provider: trace.TracerProvider
@@ -352,37 +286,21 @@ class RequestIdMiddleware:
             self._headers.write(response.headers, ids)
 
 
-def _failed(
-    request: web.Request, span: Span, own_span: OwnSpan | None, exception: Exception
-) -> None:
+def _failed(request: web.Request, own_span: OwnSpan | None, exception: Exception) -> None:
     """Record an exception that escapes the handler on the request's span.
 
-    Only on a span of our own: an outer middleware's span sees the exception itself.
-    aiohttp answers 504 for a timeout and 500 for anything else. The filter that puts
-    the ids on aiohttp's error line is put on its logger here, the first time it is needed.
-    It never raises: whatever happens here, the handler's exception goes on as it is.
+    Only on a span of our own, as OpenTelemetry's middleware records it (aiohttp, not the
+    span, answers it: 500, or 504 for a timeout): an outer middleware's span sees the
+    exception itself. The filter that puts the ids on aiohttp's error line is put on its
+    logger here, the first time it is needed. It never raises: whatever happens here, the
+    handler's exception goes on as it is.
     """
     try:
         watch_server_logger(getattr(request, "protocol", None))
-        if own_span is None:
-            return
-        if isinstance(exception, asyncio.TimeoutError):
-            own_span.responded(504)
-        else:
+        if own_span is not None:
             own_span.failed(exception)
-        if span.is_recording():
-            span.record_exception(exception)
-            span.set_status(Status(StatusCode.ERROR, type(exception).__name__))
     except Exception:  # noqa: S110
         pass  # the span misses what it could not take; the exception is not replaced
-
-
-def _new_id(bits: int, invalid: int) -> int:
-    """Return a random id of ``bits`` bits that is not the all-zero invalid id."""
-    value = _random_bits(bits)
-    while value == invalid:
-        value = _random_bits(bits)
-    return value
 
 
 # aiohttp's error line finds the request's ids in the frame of __call__ (its local `ids`).

@@ -325,7 +325,7 @@ async def test_mixed_load_keeps_every_line_with_its_request(
     spans_per_token: defaultdict[str, list[Any]] = defaultdict(list)
     for span in exporter.get_finished_spans():
         assert span.kind is SpanKind.SERVER
-        spans_per_token[str((span.attributes or {})["url.path"]).rsplit("/", 1)[-1]].append(span)
+        spans_per_token[str((span.attributes or {})["http.target"]).rsplit("/", 1)[-1]].append(span)
     assert set(spans_per_token) == set(seen)
     for token, spans in spans_per_token.items():
         (span,) = spans

@@ -154,7 +154,7 @@ async def test_response_header_finds_the_request_trace_in_phoenix(
     attributes = {a["key"]: a["value"] for a in found["attributes"]}
     assert attributes["request.id"]["string_value"] == request_id
     assert attributes["http.route"]["string_value"] == "/hello"
-    assert attributes["http.response.status_code"]["int_value"] == 200
+    assert attributes["http.status_code"]["int_value"] == 200
 
 
 async def jaeger_lookup(

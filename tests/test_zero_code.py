@@ -91,7 +91,7 @@ def test_own_span_when_aiohttp_server_instrumentation_is_disabled(tmp_path: Path
     """Without OpenTelemetry's aiohttp-server instrumentation, ours starts the span."""
     ids, _, spans_file = run(tmp_path, OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="aiohttp-server")
     spans = server_spans(spans_file)
-    assert {s["scope"] for s in spans} == {"otel_reqid_logging.middleware"}
+    assert {s["scope"] for s in spans} == {"otel_reqid_logging"}
     assert {s["attrs"]["request.id"]["stringValue"] for s in spans} == set(ids.values())
     assert {s["name"] for s in spans} == {"POST /checkout/{cart}", "GET /crash"}
 

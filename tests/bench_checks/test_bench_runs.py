@@ -48,7 +48,7 @@ def test_quick_run_reports_every_configuration(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,  # fifteen configurations, each started and loaded for a second
         check=False,
     )
     assert completed.returncode == 0, completed.stderr
