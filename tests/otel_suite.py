@@ -30,7 +30,7 @@ from typing import Final
 
 import pytest
 
-from tests.tools import REPO, _file_lock, _tools_dir
+from tests.tools import REPO, install_lock, tools_dir
 
 __all__ = [
     "SUITE_DISTRIBUTION",
@@ -116,7 +116,7 @@ def suite_folder(version: str) -> Path:
     ``tests/`` holds the sdist's test modules; ``site/`` the ``opentelemetry.test``
     package of opentelemetry-test-utils, put on the subprocess's path.
     """
-    folder = _tools_dir() / f"otel-aiohttp-server-suite-{version}"
+    folder = tools_dir() / f"otel-aiohttp-server-suite-{version}"
     marker = folder / _MARKER
     expected = {"suite": f"{SUITE_DISTRIBUTION}=={version}", "helpers": f"{_TEST_UTILS}=={version}"}
 
@@ -128,7 +128,7 @@ def suite_folder(version: str) -> Path:
 
     if installed():
         return folder
-    with _file_lock(_tools_dir() / "otel-aiohttp-server-suite.lock", timeout=_TIMEOUT_S):
+    with install_lock("otel-aiohttp-server-suite"):
         if installed():
             return folder
         tests, site = folder / "tests", folder / "site"

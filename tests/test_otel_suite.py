@@ -16,6 +16,10 @@ import pytest
 
 from tests.otel_suite import SUITE_DISTRIBUTION, Outcome, pinned_version, run_suite, suite_folder
 
+# Another project's test module, downloaded and run twice in subprocesses: the primary
+# interpreter runs it.
+pytestmark = pytest.mark.external_tool
+
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 # Their module has 34 tests (with parameters) at 0.66b1; fewer means it was not all run.
 MINIMUM_TESTS = 34
