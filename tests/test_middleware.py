@@ -11,6 +11,7 @@ import pytest
 from aiohttp import ClientPayloadError, ClientResponse, ClientSession, WSMsgType, web
 from aiohttp.test_utils import TestClient
 from aiohttp.typedefs import Handler, Middleware
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -129,6 +130,35 @@ async def test_ids_without_sdk_keep_the_callers_trace(aiohttp_client: AiohttpCli
     body = await (await client.get("/hello/a", headers={"traceparent": TRACEPARENT})).json()
     assert body["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert body["request_id"] != request_id_from_span_id(0x00F067AA0BA902B7)
+
+
+async def test_without_opentelemetrys_private_global_provider_the_ids_stay_right(
+    aiohttp_client: AiohttpClient,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    log_lines: LineCollector,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With ``trace._TRACER_PROVIDER`` gone, the global provider comes from the public API."""
+    # A stand-in for an OpenTelemetry release keeping the global provider under another
+    # name: the private name is gone and only the public getter knows the provider.
+    monkeypatch.delattr(trace, "_TRACER_PROVIDER")
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+    client = await aiohttp_client(make_app(RequestIdMiddleware()))
+    responses = [await client.get(f"/hello/{name}") for name in ("ann", "bo")]
+    bodies = [await response.json() for response in responses]
+
+    spans = exporter.get_finished_spans()
+    assert [span.kind for span in spans] == [SpanKind.SERVER] * 2
+    lines = [line for line in log_lines.lines if "hello from" in line]
+    for span, response, body, line in zip(spans, responses, bodies, lines, strict=True):
+        context = span.get_span_context()
+        assert context is not None
+        short_id = request_id_from_span_id(context.span_id)
+        assert response.headers["X-Request-ID"] == short_id == body["request_id"]
+        assert body["trace_id"] == format(context.trace_id, "032x")
+        assert f"[req:{short_id} trace:{body['trace_id']}]" in line
+        assert dict(span.attributes or {})["request.id"] == short_id
 
 
 async def test_unsampled_request_is_marked(
