@@ -27,6 +27,7 @@ from opentelemetry import trace
 
 from ._context import RECORD_ATTRIBUTES
 from ._record_values import (
+    MAKE_RECORD,
     OUTSIDE_REQUEST,
     RECORD_CLASS,
     IdsDictLogRecord,
@@ -35,6 +36,7 @@ from ._record_values import (
     attributes_here,
     class_active,
     set_class_active,
+    set_other_make_record,
     set_outside,
 )
 
@@ -208,7 +210,12 @@ def _install_make_record() -> None:
         return
     current = vars(logging.Logger)["makeRecord"]
     _previous_make_record = current
-    chosen = _make_record if _reads_factory_directly(current) else _make_record_wrapping
+    if _reads_factory_directly(current):
+        # Records of our record class made at once; the rest through _make_record.
+        set_other_make_record(_make_record)
+        chosen = MAKE_RECORD
+    else:
+        chosen = _make_record_wrapping
     logging.Logger.makeRecord = chosen  # type: ignore[method-assign]
 
 
@@ -216,7 +223,7 @@ def _uninstall_make_record() -> None:
     """Put back the makeRecord that was there, or pass through if one came after ours."""
     global _previous_make_record, _make_record_active  # noqa: PLW0603
     _make_record_active = False
-    if vars(logging.Logger)["makeRecord"] in {_make_record, _make_record_wrapping}:
+    if vars(logging.Logger)["makeRecord"] in {MAKE_RECORD, _make_record_wrapping}:
         logging.Logger.makeRecord = _previous_make_record  # type: ignore[method-assign]
         _previous_make_record = None
 
