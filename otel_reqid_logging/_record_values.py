@@ -3,7 +3,8 @@
 Package-internal API. ``attributes_here()`` is what the record factory gives a record
 made at this point (``structlog``, the access line's filter and ``RequestIdFilter`` use
 it); ``IdsLogRecord`` and ``IdsRecordFactory`` are the two shapes of the factory;
-``OUTSIDE_REQUEST`` and ``set_outside()`` the values outside any request.
+``MAKE_RECORD`` is the library's ``Logger.makeRecord``, which makes the record class's
+records itself; ``OUTSIDE_REQUEST`` and ``set_outside()`` the values outside any request.
 
 Where the values come from:
 

@@ -81,7 +81,10 @@ def _set_active(
 # applies ours afterwards: the caller's value wins for that record, and every other
 # name (``message``, ``asctime``, LogRecord's own) still meets the standard library's
 # own check. It also gives the ids to a record whose factory chain no longer reaches
-# ours (another library put back the factory it found before ours).
+# ours (another library put back the factory it found before ours). Above the standard
+# library's own makeRecord, the one installed is _record_values.MAKE_RECORD: it makes
+# the record class's records itself when a call has no ``extra`` and hands every other
+# call to _make_record below.
 
 _MakeRecord = Any  # Logger.makeRecord's type, as typeshed has it, is not needed here
 _stdlib_make_record: _MakeRecord = logging.Logger.makeRecord
@@ -142,7 +145,7 @@ def _make_record(  # noqa: PLR0917  (Logger.makeRecord's signature)
     extra: Any = None,
     sinfo: str | None = None,
 ) -> logging.LogRecord:
-    """``Logger.makeRecord`` while the ids are on, above the standard library's own."""
+    """``Logger.makeRecord`` while the ids are on, for what ``MAKE_RECORD`` does not make."""
     if extra is None:
         factory = _logging_names[_FACTORY_NAME]
         record: logging.LogRecord = factory(name, level, fn, lno, msg, args, exc_info, func, sinfo)
