@@ -55,7 +55,7 @@ __all__ = [
 
 RecordFactory = Callable[..., logging.LogRecord]
 
-# The two ContextVars' ``get``, bound once: ``_get_ids()`` would make a bound method for
+# The two ContextVars' ``get``, bound once: ``_ids.get()`` would make a bound method for
 # every record (CPython does not specialize loading a ContextVar's method).
 _get_ids: Callable[[], RequestIds | None] = _ids.get
 _get_app_id: Callable[[], str | None] = request_id.get
