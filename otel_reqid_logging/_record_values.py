@@ -3,7 +3,8 @@
 Package-internal API. ``attributes_here()`` is what the record factory gives a record
 made at this point (``structlog``, the access line's filter and ``RequestIdFilter`` use
 it); ``IdsLogRecord`` and ``IdsRecordFactory`` are the two shapes of the factory;
-``OUTSIDE_REQUEST`` and ``set_outside()`` the values outside any request.
+``MAKE_RECORD`` is the library's ``Logger.makeRecord``, which makes the record class's
+records itself; ``OUTSIDE_REQUEST`` and ``set_outside()`` the values outside any request.
 
 Where the values come from:
 
@@ -34,6 +35,7 @@ from opentelemetry.trace import INVALID_SPAN
 from ._context import RECORD_ATTRIBUTES, RecordValues, RequestIds, _ids, request_id
 
 __all__ = [
+    "MAKE_RECORD",
     "OUTSIDE_REQUEST",
     "RECORD_CLASS",
     "USE_TEMPLATES",
@@ -46,11 +48,17 @@ __all__ = [
     "made_in_request",
     "resolve_context_readers",
     "set_class_active",
+    "set_other_make_record",
     "set_outside",
     "values_here",
 ]
 
 RecordFactory = Callable[..., logging.LogRecord]
+
+# The two ContextVars' ``get``, bound once: ``_ids.get()`` would make a bound method for
+# every record (CPython does not specialize loading a ContextVar's method).
+_get_ids: Callable[[], RequestIds | None] = _ids.get
+_get_app_id: Callable[[], str | None] = request_id.get
 
 # What records made outside any request carry. OpenTelemetry's names take the values
 # its logging instrumentation writes outside a span. Only set_outside() changes it.
@@ -138,34 +146,40 @@ def _span_key() -> str | None:
     """
     probe = trace.NonRecordingSpan(INVALID_SPAN.get_span_context())
     context = trace.set_span_in_context(probe, Context())
+    if not isinstance(context, dict):  # read below with dict.get
+        return None
     keys = [key for key, value in context.items() if value is probe]
     if len(keys) != 1 or trace.get_current_span(context) is not probe:
         return None
     return keys[0]
 
 
+def _span_by_api(context: Context, _key: str | None = None) -> object:
+    """Return the span current in ``context``, or None, as the API finds it."""
+    span = trace.get_current_span(context)
+    return None if span is INVALID_SPAN else span
+
+
+_ReadSpan = Callable[[Context, str | None], object]
 current_context: Callable[[], Context] = otel_context.get_current
 _SPAN_KEY: str | None = None
+# ``_read_span(context, _SPAN_KEY)`` is the span current in ``context``, or None: with the
+# key found, dict.get itself, called unbound (``context.get`` on a dict subclass would
+# make a bound method for every record); else the API.
+_read_span: _ReadSpan = _span_by_api
 
 
 def resolve_context_readers() -> None:
     """Choose how records read the current context and span (at import; tests again)."""
-    global current_context, _SPAN_KEY, _outside_cache, _child_cache  # noqa: PLW0603
+    global current_context, _SPAN_KEY, _read_span, _outside_cache, _child_cache  # noqa: PLW0603
     current_context = _context_getter()
     _SPAN_KEY = _span_key()
+    _read_span = _span_by_api if _SPAN_KEY is None else dict.get  # type: ignore[assignment]
     _outside_cache = (None, None, _outside_values, _outside_template)
     _child_cache = (None, None, (), None)
 
 
 resolve_context_readers()
-
-
-def _span_in(context: Context) -> object:
-    """Return the span current in ``context``, or None."""
-    if _SPAN_KEY is not None:
-        return context.get(_SPAN_KEY)
-    span = trace.get_current_span(context)
-    return None if span is INVALID_SPAN else span
 
 
 def _made_outside(span: object, app_id: str | None) -> tuple[_Values, _Template]:
@@ -230,7 +244,7 @@ def made_in_request(ids: RequestIds) -> tuple[_Values, _Template]:
     """
     global _child_cache  # noqa: PLW0603  (see its definition)
     context = current_context()
-    span = _span_in(context)
+    span = _read_span(context, _SPAN_KEY)
     if span is None:
         return _request_made(ids)
     cached_span, cached_ids, cached_values, cached_template = _child_cache
@@ -259,13 +273,13 @@ def made_in_request(ids: RequestIds) -> tuple[_Values, _Template]:
 
 def values_here() -> tuple[Any, ...]:
     """Return the record values of a record made here and now (``IdsLogRecord`` inlines it)."""
-    ids = _ids.get()
+    ids = _get_ids()
     if ids is not None:
         if current_context() is ids.context:
             return ids.record_values
         return made_in_request(ids)[0]
-    span = _span_in(current_context())
-    app_id = request_id.get()
+    span = _read_span(current_context(), _SPAN_KEY)
+    app_id = _get_app_id()
     cached_span, cached_id, values, _ = _outside_cache
     if span is cached_span and app_id is cached_id:
         return values
@@ -277,7 +291,7 @@ def attributes_here() -> Mapping[str, Any]:
     values = values_here()
     if values is _outside_values:
         return OUTSIDE_REQUEST
-    ids = _ids.get()
+    ids = _get_ids()
     if ids is not None and values is ids.record_values:
         return ids.record_attrs
     return dict(zip(RECORD_ATTRIBUTES, values, strict=True))
@@ -342,7 +356,7 @@ class IdsLogRecord(logging.LogRecord):
             _init_record(self, name, level, pathname, lineno, msg, args, exc_info, func, sinfo)
         if _class_active:
             # values_here(), inlined: a call less for every record.
-            ids = _ids.get()
+            ids = _get_ids()
             if ids is not None:
                 if current_context() is ids.context:  # the request's own span: no lookup
                     values = ids.record_values
@@ -350,8 +364,8 @@ class IdsLogRecord(logging.LogRecord):
                     values = made_in_request(ids)[0]
             else:
                 context = current_context()
-                span = context.get(_SPAN_KEY) if _SPAN_KEY is not None else _span_in(context)
-                app_id = request_id.get()
+                span = _read_span(context, _SPAN_KEY)
+                app_id = _get_app_id()
                 cached_span, cached_id, values, _ = _outside_cache
                 if span is not cached_span or app_id is not cached_id:
                     values = _made_outside(span, app_id)[0]
@@ -376,8 +390,9 @@ _class_active = True
 
 def set_class_active(active: bool) -> None:
     """Switch ``IdsLogRecord`` on or off (off: plain records)."""
-    global _class_active  # noqa: PLW0603  (see its definition)
+    global _class_active, _fast_class  # noqa: PLW0603  (see their definitions)
     _class_active = active
+    _fast_class = RECORD_CLASS if active else None
 
 
 def class_active() -> bool:
@@ -411,7 +426,7 @@ class IdsDictLogRecord(logging.LogRecord):
     ) -> None:
         if _class_active:
             # IdsLogRecord's choice of values, for their template.
-            ids = _ids.get()
+            ids = _get_ids()
             if ids is not None:
                 if current_context() is ids.context:
                     template = ids.record_template or _request_made(ids)[1]
@@ -419,8 +434,8 @@ class IdsDictLogRecord(logging.LogRecord):
                     template = made_in_request(ids)[1]
             else:
                 context = current_context()
-                span = context.get(_SPAN_KEY) if _SPAN_KEY is not None else _span_in(context)
-                app_id = request_id.get()
+                span = _read_span(context, _SPAN_KEY)
+                app_id = _get_app_id()
                 cached_span, cached_id, _, template = _outside_cache
                 if span is not cached_span or app_id is not cached_id:
                     template = _made_outside(span, app_id)[1]
@@ -437,3 +452,120 @@ class IdsDictLogRecord(logging.LogRecord):
 RECORD_CLASS: type[IdsLogRecord] | type[IdsDictLogRecord] = (
     IdsDictLogRecord if USE_TEMPLATES else IdsLogRecord
 )
+
+
+# -- The library's Logger.makeRecord, for records of the record class ---------------------
+#
+# Calling a class goes through C (type.__call__, then __init__ found and run in a frame
+# of its own, with a dict for ``**kwargs``), where a Python function calling another
+# pushes the frame in place. So while the standard library's factory is the record
+# class, adding the ids, and a call has no ``extra``, the library's makeRecord does the
+# class's work itself: allocate the record, run LogRecord.__init__ on it, give it the
+# ids. Every other call goes to ``records``' makeRecord (``set_other_make_record``).
+
+_new_record = object.__new__
+# Where the standard library keeps the factory (records.py chooses these functions only
+# when it does keep it there), read as its own makeRecord reads it.
+_logging_names = vars(logging)
+_FACTORY_NAME = "_logRecordFactory"
+
+
+def _make_ids_record(  # noqa: PLR0917  (Logger.makeRecord's signature)
+    logger: logging.Logger,
+    name: str,
+    level: int,
+    fn: str,
+    lno: int,
+    msg: object,
+    args: Any,
+    exc_info: Any,
+    func: str | None = None,
+    extra: Any = None,
+    sinfo: str | None = None,
+) -> logging.LogRecord:
+    """``Logger.makeRecord`` making ``IdsLogRecord``'s records as calling it would."""
+    if extra is not None or _logging_names[_FACTORY_NAME] is not _fast_class:
+        return _other_make_record(
+            logger, name, level, fn, lno, msg, args, exc_info, func, extra, sinfo
+        )
+    record: IdsLogRecord = _new_record(IdsLogRecord)
+    _init_record(record, name, level, fn, lno, msg, args, exc_info, func, sinfo)
+    # IdsLogRecord's choice of values (values_here() inlined).
+    ids = _get_ids()
+    if ids is not None:
+        values = ids.record_values if current_context() is ids.context else made_in_request(ids)[0]
+    else:
+        context = current_context()
+        span = _read_span(context, _SPAN_KEY)
+        app_id = _get_app_id()
+        cached_span, cached_id, values, _ = _outside_cache
+        if span is not cached_span or app_id is not cached_id:
+            values = _made_outside(span, app_id)[0]
+    (
+        record.request_id,
+        record.trace_id,
+        record.span_id,
+        record.trace_sampled,
+        record.requestIdPrefix,
+        record.otelTraceID,
+        record.otelSpanID,
+        record.otelTraceSampled,
+        record.otelServiceName,
+    ) = values
+    return record
+
+
+def _make_dict_record(  # noqa: PLR0917  (Logger.makeRecord's signature)
+    logger: logging.Logger,
+    name: str,
+    level: int,
+    fn: str,
+    lno: int,
+    msg: object,
+    args: Any,
+    exc_info: Any,
+    func: str | None = None,
+    extra: Any = None,
+    sinfo: str | None = None,
+) -> logging.LogRecord:
+    """``Logger.makeRecord`` making ``IdsDictLogRecord``'s records as calling it would."""
+    if extra is not None or _logging_names[_FACTORY_NAME] is not _fast_class:
+        return _other_make_record(
+            logger, name, level, fn, lno, msg, args, exc_info, func, extra, sinfo
+        )
+    record: IdsDictLogRecord = _new_record(IdsDictLogRecord)
+    # IdsDictLogRecord's choice of template.
+    ids = _get_ids()
+    if ids is not None:
+        if current_context() is ids.context:
+            template = ids.record_template or _request_made(ids)[1]
+        else:
+            template = made_in_request(ids)[1]
+    else:
+        context = current_context()
+        span = _read_span(context, _SPAN_KEY)
+        app_id = _get_app_id()
+        cached_span, cached_id, _, template = _outside_cache
+        if span is not cached_span or app_id is not cached_id:
+            template = _made_outside(span, app_id)[1]
+    record.__dict__ = template.copy()  # type: ignore[union-attr]  # never None here
+    _init_record(record, name, level, fn, lno, msg, args, exc_info, func, sinfo)
+    return record
+
+
+#: The library's ``Logger.makeRecord`` where the standard library reads its factory from
+#: ``logging._logRecordFactory``; it hands what it does not make to the one given to
+#: ``set_other_make_record``.
+MAKE_RECORD: Callable[..., logging.LogRecord] = (
+    _make_dict_record if USE_TEMPLATES else _make_ids_record
+)
+_other_make_record: Callable[..., logging.LogRecord] = logging.Logger.makeRecord
+# The factory whose records MAKE_RECORD makes itself: the record class while it adds the
+# ids, else nothing (one identity test for both).
+_fast_class: object = RECORD_CLASS
+
+
+def set_other_make_record(make_record: Callable[..., logging.LogRecord]) -> None:
+    """Set the makeRecord that ``MAKE_RECORD`` hands every other call to."""
+    global _other_make_record  # noqa: PLW0603  (one per process)
+    _other_make_record = make_record

@@ -27,6 +27,7 @@ from opentelemetry import trace
 
 from ._context import RECORD_ATTRIBUTES
 from ._record_values import (
+    MAKE_RECORD,
     OUTSIDE_REQUEST,
     RECORD_CLASS,
     IdsDictLogRecord,
@@ -35,6 +36,7 @@ from ._record_values import (
     attributes_here,
     class_active,
     set_class_active,
+    set_other_make_record,
     set_outside,
 )
 
@@ -79,7 +81,10 @@ def _set_active(
 # applies ours afterwards: the caller's value wins for that record, and every other
 # name (``message``, ``asctime``, LogRecord's own) still meets the standard library's
 # own check. It also gives the ids to a record whose factory chain no longer reaches
-# ours (another library put back the factory it found before ours).
+# ours (another library put back the factory it found before ours). Above the standard
+# library's own makeRecord, the one installed is _record_values.MAKE_RECORD: it makes
+# the record class's records itself when a call has no ``extra`` and hands every other
+# call to _make_record below.
 
 _MakeRecord = Any  # Logger.makeRecord's type, as typeshed has it, is not needed here
 _stdlib_make_record: _MakeRecord = logging.Logger.makeRecord
@@ -140,7 +145,7 @@ def _make_record(  # noqa: PLR0917  (Logger.makeRecord's signature)
     extra: Any = None,
     sinfo: str | None = None,
 ) -> logging.LogRecord:
-    """``Logger.makeRecord`` while the ids are on, above the standard library's own."""
+    """``Logger.makeRecord`` while the ids are on, for what ``MAKE_RECORD`` does not make."""
     if extra is None:
         factory = _logging_names[_FACTORY_NAME]
         record: logging.LogRecord = factory(name, level, fn, lno, msg, args, exc_info, func, sinfo)
@@ -208,7 +213,12 @@ def _install_make_record() -> None:
         return
     current = vars(logging.Logger)["makeRecord"]
     _previous_make_record = current
-    chosen = _make_record if _reads_factory_directly(current) else _make_record_wrapping
+    if _reads_factory_directly(current):
+        # Records of our record class made at once; the rest through _make_record.
+        set_other_make_record(_make_record)
+        chosen = MAKE_RECORD
+    else:
+        chosen = _make_record_wrapping
     logging.Logger.makeRecord = chosen  # type: ignore[method-assign]
 
 
@@ -216,7 +226,7 @@ def _uninstall_make_record() -> None:
     """Put back the makeRecord that was there, or pass through if one came after ours."""
     global _previous_make_record, _make_record_active  # noqa: PLW0603
     _make_record_active = False
-    if vars(logging.Logger)["makeRecord"] in {_make_record, _make_record_wrapping}:
+    if vars(logging.Logger)["makeRecord"] in {MAKE_RECORD, _make_record_wrapping}:
         logging.Logger.makeRecord = _previous_make_record  # type: ignore[method-assign]
         _previous_make_record = None
 

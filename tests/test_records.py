@@ -208,6 +208,44 @@ def test_records_in_a_span_outside_a_request_carry_its_trace(provider: TracerPro
         assert vars(in_request(make_record))["trace_id"] == IDS.trace_id
 
 
+def test_the_librarys_make_record_makes_what_the_record_class_makes(
+    provider: TracerProvider,
+) -> None:
+    """Logger.makeRecord builds the record class's records itself: the same records."""
+    install_record_factory()
+    assert vars(logging.Logger)["makeRecord"] is _record_values.MAKE_RECORD
+    record_class = logging.getLogRecordFactory()
+    assert record_class is _record_values.RECORD_CLASS
+    arguments = ("tests.records", logging.INFO, __file__, 1, "hello %s", ("you",), None)
+
+    def made_both_ways() -> tuple[logging.LogRecord, logging.LogRecord]:
+        return make_record(), record_class(*arguments)
+
+    with provider.get_tracer("tests.records").start_as_current_span("job") as job:
+        in_span = made_both_ways()
+    made = {"outside": made_both_ways(), "request": in_request(made_both_ways), "span": in_span}
+    for by_logger, by_class in made.values():
+        assert type(by_logger) is type(by_class)
+        # The same attributes in the same order (the record's layout), the same ids.
+        assert list(vars(by_logger)) == list(vars(by_class))
+        assert {name: vars(by_logger)[name] for name in RECORD_ATTRIBUTES} == {
+            name: vars(by_class)[name] for name in RECORD_ATTRIBUTES
+        }
+        assert by_logger.getMessage() == by_class.getMessage() == "hello you"
+    assert vars(made["outside"][0])["request_id"] == "-"
+    assert vars(made["request"][0])["request_id"] == IDS.request_id
+    assert vars(made["span"][0])["span_id"] == span_ids(job)[1]
+
+    # Switched off while another factory keeps ours in its chain: plain records both ways.
+    def another_librarys(*args: Any) -> logging.LogRecord:
+        return record_class(*args)
+
+    logging.setLogRecordFactory(another_librarys)
+    uninstall_record_factory()
+    assert "request_id" not in vars(make_record())
+    assert "request_id" not in vars(record_class(*arguments))
+
+
 def test_records_in_an_unsampled_span_are_marked() -> None:
     """A span that records nothing still gives its ids, marked as not sampled."""
     install_record_factory()
