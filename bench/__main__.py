@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
+from . import lookup
 from .apps import CONFIGURATIONS, ServerProcess
 from .callgrind import (
     RecordCount,
@@ -91,6 +92,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--record-count", type=int, default=5000, help="records counted per case under callgrind"
+    )
+    parser.add_argument(
+        "--no-lookup",
+        action="store_true",
+        help="skip the trace lookup in a busy Jaeger (bench/lookup.py; builds Jaeger once)",
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="markdown report")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
@@ -275,6 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         args.json.write_text(json.dumps(data, indent=2))
     print(text)
+    if not args.no_lookup:
+        # Its own section of the same report, after the servers' figures.
+        print("trace lookup in a busy Jaeger ...", file=sys.stderr, flush=True)
+        return lookup.main(["--output", str(args.output)])
     return 0
 
 

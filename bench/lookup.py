@@ -261,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with (
         tempfile.TemporaryDirectory(prefix="bench-jaeger-") as folder,
-        running_jaeger(Path(folder)) as jaeger,
+        running_jaeger(Path(folder), storage="memory") as jaeger,
     ):
         results = measure(
             query_url=jaeger.query_url,
