@@ -233,9 +233,18 @@ def test_environment_is_read_in_known_places() -> None:
     """The options' variables are read only by _options; the others have named homes.
 
     export.py reads the standard OTEL_* exporter settings, the lookup command the defaults
-    of its own flags; any new reader must be added here, on purpose.
+    of its own flags, _semconv.py and _captured_headers.py OpenTelemetry's own HTTP
+    variables (the semantic-convention mode, the captured headers), where and as
+    OpenTelemetry's instrumentations read them; any new reader must be added here, on
+    purpose.
     """
-    assert _environment_readers() <= {"_options.py", "export.py", "lookup/_cli.py"}
+    assert _environment_readers() <= {
+        "_options.py",
+        "export.py",
+        "lookup/_cli.py",
+        "_semconv.py",
+        "_captured_headers.py",
+    }
     sources = {
         path.relative_to(PACKAGE).as_posix(): path.read_text(encoding="utf-8")
         for path in PACKAGE.rglob("*.py")
