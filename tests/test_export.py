@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
 
+from otel_reqid_logging import export as export_module
 from otel_reqid_logging._options import DEFAULT_SPANS_FILE, SPANS_FILE_ENV
 from otel_reqid_logging.export import (
     _EXPORT_LOGGERS,
@@ -37,6 +38,9 @@ from otel_reqid_logging.export import (
 from otel_reqid_logging.file_exporter import SpansFileExporter
 
 pytestmark = pytest.mark.usefixtures("no_otel_environment")
+
+# Where the SDK's batch processor logs a full queue and a failed export (a private module).
+_SDK_EXPORT_LOGGER = "opentelemetry.sdk._shared_internal"
 
 
 @pytest.fixture
@@ -250,6 +254,48 @@ def test_a_full_queue_drops_the_oldest_spans(
     for n in range(2):
         tracer.start_span(f"s{n}").end()
     assert exporter.taken.wait(timeout=10)  # s0 and s1 are in the stuck export
+    for n in range(2, 12):
+        tracer.start_span(f"s{n}").end()
+    exporter.release.set()
+    provider.force_flush()
+
+    assert exporter.names == ["s0", "s1", "s8", "s9", "s10", "s11"]
+    assert "Queue full, dropping Span." in caplog.text
+    # The logger named by its private module is one the export limit watches.
+    full = {r.name for r in caplog.records if r.getMessage() == "Queue full, dropping Span."}
+    assert full == {_SDK_EXPORT_LOGGER}
+    assert _SDK_EXPORT_LOGGER in _EXPORT_LOGGERS
+
+
+def test_without_the_sdks_private_logger_its_lines_go_out_unlimited(
+    shutdown_after: list[TracerProvider],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An SDK that reports a full queue under another logger than ``_shared_internal``
+    (here: the limit no longer watches that logger) gets no limit on those lines; they and
+    the spans go out as without the library."""
+    monkeypatch.setattr(
+        export_module,
+        "_EXPORT_LOGGERS",
+        tuple(name for name in _EXPORT_LOGGERS if name != _SDK_EXPORT_LOGGER),
+    )
+    exporter = _HeldExporter()
+    provider = configure_tracing(
+        exporter=exporter, max_queue_size=4, max_export_batch_size=2, schedule_delay_millis=60_000
+    )
+    shutdown_after.append(provider)
+    watched = logging.getLogger(_SDK_EXPORT_LOGGER).filters
+    assert not [f for f in watched if isinstance(f, _ExportLogLimiter)]
+    # The SDK's own DuplicateFilter drops a message equal to the one before it within
+    # 20 s, so an earlier test's "Queue full" would hide this test's: forget it.
+    for log_filter in watched:
+        if hasattr(log_filter, "last_log"):
+            del log_filter.last_log
+    tracer = provider.get_tracer(__name__)
+    for n in range(2):
+        tracer.start_span(f"s{n}").end()
+    assert exporter.taken.wait(timeout=10)
     for n in range(2, 12):
         tracer.start_span(f"s{n}").end()
     exporter.release.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 import warnings
@@ -13,6 +14,7 @@ from opentelemetry.sdk._logs import LoggingHandler as SdkLoggingHandler
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
 
 from otel_reqid_logging import records
+from otel_reqid_logging._extras import MissingExtraError
 from otel_reqid_logging.export import (
     _LogExportSettings,
     _read_log_export_settings,
@@ -176,3 +178,38 @@ def test_without_instrumentation_logging_the_sdks_handler_exports(
 
     assert type(export.handler) is SdkLoggingHandler
     assert [e.log_record.body for e in exporter.get_finished_logs()] == ["shipped"]
+
+
+def test_without_the_sdks_private_logs_module_log_export_says_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The SDK publishes its logs part only as ``opentelemetry.sdk._logs``; a release
+    without it (here: the import fails) makes log export, and log export alone, fail with
+    the one-line error that names the missing module. Nothing is attached."""
+    monkeypatch.setitem(sys.modules, "opentelemetry.sdk._logs", None)
+    app_log = logging.getLogger("tests.log_export.no_sdk_logs")
+    with pytest.raises(MissingExtraError, match=r"opentelemetry\.sdk\._logs is missing"):
+        configure_log_export(exporter=InMemoryLogRecordExporter(), logger=app_log)  # type: ignore[no-untyped-call]
+    assert app_log.handlers == []
+
+
+@pytest.mark.parametrize(
+    ("protocol", "module"),
+    [
+        ("http/protobuf", "opentelemetry.exporter.otlp.proto.http._log_exporter"),
+        ("grpc", "opentelemetry.exporter.otlp.proto.grpc._log_exporter"),
+    ],
+)
+def test_without_the_otlp_private_log_exporter_module_log_export_says_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch, protocol: str, module: str
+) -> None:
+    """The OTLP log exporters are published only in ``_log_exporter`` modules; a release
+    without them (here: the import fails) makes OTLP log export fail with the one-line
+    error naming the missing module. Nothing is attached."""
+    monkeypatch.setenv("OTEL_LOGS_EXPORTER", "otlp")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", protocol)
+    monkeypatch.setitem(sys.modules, module, None)
+    app_log = logging.getLogger("tests.log_export.no_log_exporter")
+    with pytest.raises(MissingExtraError, match=f"{re.escape(module)} is missing"):
+        configure_log_export(logger=app_log)
+    assert app_log.handlers == []

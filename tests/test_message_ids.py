@@ -74,3 +74,24 @@ def test_other_loggers_and_lines_outside_requests_are_unchanged(
 
     assert message_with_ids(aiohttp_access.name, LINE, IDS) == LINE
     assert message_with_ids(gunicorn_access.name, LINE, OUTSIDE_REQUEST) == LINE
+
+
+@pytest.mark.parametrize(
+    ("fmt", "shows_ids"),
+    [("%(message)s", False), (LOG_FORMAT, True), ("%(asctime)s %(trace_id)s %(message)s", True)],
+    ids=["message-only", "log-format", "trace-id"],
+)
+def test_without_loggings_format_attribute_the_format_is_tried(
+    gunicorn_access: logging.Logger, monkeypatch: pytest.MonkeyPatch, fmt: str, shows_ids: bool
+) -> None:
+    """Without ``Formatter._fmt`` (where the standard library keeps the format string;
+    here deleted from the formatter), a record with marked ids is formatted to tell
+    whether the handler shows them: the line gets the ids in its text exactly when not."""
+    formatter = logging.Formatter(fmt)
+    monkeypatch.delattr(formatter, "_fmt")
+    gunicorn_access.addHandler(handler(formatter))
+
+    expected = (
+        LINE if shows_ids else f"[req:k3v9q2xd trace:4bf92f3577b34da6a3ce929d0e0e4736] {LINE}"
+    )
+    assert message_with_ids(gunicorn_access.name, LINE, IDS) == expected

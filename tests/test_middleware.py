@@ -12,11 +12,24 @@ from aiohttp import ClientPayloadError, ClientResponse, ClientSession, WSMsgType
 from aiohttp.test_utils import TestClient
 from aiohttp.typedefs import Handler, Middleware
 from opentelemetry import trace as trace_api
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.context import Context
+from opentelemetry.propagate import get_global_textmap, set_global_textmap
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import (
+    CarrierT,
+    Getter,
+    Setter,
+    TextMapPropagator,
+    default_getter,
+    default_setter,
+)
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Decision, Sampler, SamplingResult
 from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from otel_reqid_logging import (
@@ -30,6 +43,7 @@ from otel_reqid_logging import (
 from otel_reqid_logging import middleware as middleware_module
 from otel_reqid_logging._error_line import remove_error_line_filters
 from otel_reqid_logging._ids import ALPHABET
+from otel_reqid_logging._incoming import _w3c_headers
 from tests.conftest import LineCollector
 
 log = logging.getLogger("tests.app")
@@ -925,3 +939,67 @@ async def test_without_opentelemetrys_provider_variable_the_global_provider_is_f
     after, _ = await answers_of(aiohttp_client, hello, [middleware])
     (span,) = exporter.get_finished_spans()
     assert dict(span.attributes or {})["request.id"] == after.headers["X-Request-ID"]
+
+
+class _CompositeWithoutItsPropagatorsList(TextMapPropagator):
+    """OpenTelemetry's ``CompositePropagator`` of W3C trace-context and baggage as a release
+    that no longer keeps its members in ``_propagators`` would show it to the middleware:
+    every public method is the real composite's."""
+
+    def __init__(self) -> None:
+        self._composite = CompositePropagator(
+            [TraceContextTextMapPropagator(), W3CBaggagePropagator()]
+        )
+
+    def extract(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        getter: Getter[CarrierT] = default_getter,
+    ) -> Context:
+        return self._composite.extract(carrier, context, getter)
+
+    def inject(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        setter: Setter[CarrierT] = default_setter,
+    ) -> None:
+        self._composite.inject(carrier, context, setter)
+
+    @property
+    def fields(self) -> set[str]:
+        return self._composite.fields
+
+
+async def test_without_the_composite_propagators_list_the_propagators_run(
+    aiohttp_client: AiohttpClient, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """Without the private list that tells a W3C-only global propagator, every request goes
+    through the public ``propagate.extract``: a caller's trace is continued, a request
+    without its headers gets a trace of its own, and the ids are the span's."""
+    stand_in = _CompositeWithoutItsPropagatorsList()
+    assert not hasattr(stand_in, "_propagators")
+    assert _w3c_headers(stand_in) is None
+    before = get_global_textmap()
+    set_global_textmap(stand_in)
+    try:
+        client = await aiohttp_client(make_app(RequestIdMiddleware(tracer_provider=provider)))
+        continued = await client.get("/hello/a", headers={"traceparent": TRACEPARENT})
+        continued_body = await continued.json()
+        fresh = await client.get("/hello/b")
+        fresh_body = await fresh.json()
+    finally:
+        set_global_textmap(before)
+    first, second = exporter.get_finished_spans()
+    assert continued_body["trace_id"] == TRACEPARENT.split("-")[1]
+    assert first.parent is not None
+    assert first.parent.span_id == 0x00F067AA0BA902B7
+    assert second.parent is None
+    for span, response, body in ((first, continued, continued_body), (second, fresh, fresh_body)):
+        context = span.get_span_context()
+        assert context is not None
+        short_id = request_id_from_span_id(context.span_id)
+        assert response.headers["X-Request-ID"] == short_id == body["request_id"]
+        assert body["trace_id"] == format(context.trace_id, "032x")
+    assert fresh_body["trace_id"] != continued_body["trace_id"]

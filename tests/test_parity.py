@@ -32,6 +32,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.util._once import Once
 
 from otel_reqid_logging import RequestIdMiddleware
+from otel_reqid_logging import _metrics as metrics_module
 from otel_reqid_logging._metrics import DURATION_BUCKETS
 from otel_reqid_logging._semconv import Mode, opt_in_mode
 
@@ -404,6 +405,49 @@ async def test_global_meter_provider_set_later_is_used(
         assert data is not None
         scopes = data.resource_metrics[0].scope_metrics
         assert {scope.scope.name for scope in scopes} == {"otel_reqid_logging"}
+        names = {metric.name for scope in scopes for metric in scope.metrics}
+        assert names == DURATIONS[mode] | {"http.server.active_requests"}
+    finally:
+        metrics._internal._METER_PROVIDER_SET_ONCE = Once()
+        metrics._internal._METER_PROVIDER = None
+        provider.shutdown()
+
+
+class _MetricsWithoutItsProviderVariable:
+    """OpenTelemetry's metrics API as a release without ``_internal._METER_PROVIDER`` would
+    show it to the library: every other name is the real module's."""
+
+    def __getattr__(self, name: str) -> object:
+        if name == "_internal":
+            raise AttributeError(name)
+        return getattr(metrics, name)
+
+
+async def test_without_opentelemetrys_meter_provider_variable_the_global_provider_is_found(
+    aiohttp_client: AiohttpClient, mode: Mode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the private name read to tell whether a global meter provider is set, the
+    library asks the public ``get_meter_provider()``: nothing recorded before one is set,
+    its instruments after."""
+    monkeypatch.setattr(metrics_module, "otel_metrics", _MetricsWithoutItsProviderVariable())
+    assert not metrics_module._global_provider_set()
+    app = add_routes(web.Application(middlewares=[RequestIdMiddleware()]))
+    middleware = app.middlewares[0]
+    assert isinstance(middleware, RequestIdMiddleware)
+    client = await aiohttp_client(app)
+    async with client.get("/users/1") as response:
+        assert response.status == 200
+    assert middleware._spans.metrics() is None
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    metrics.set_meter_provider(provider)
+    try:
+        assert metrics_module._global_provider_set()
+        async with client.get("/users/1") as response:
+            assert response.status == 200
+        data = reader.get_metrics_data()
+        assert data is not None
+        scopes = data.resource_metrics[0].scope_metrics
         names = {metric.name for scope in scopes for metric in scope.metrics}
         assert names == DURATIONS[mode] | {"http.server.active_requests"}
     finally:

@@ -3,6 +3,7 @@ yarl's URL; captured headers follow OpenTelemetry's rules."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -92,6 +93,34 @@ def test_mode_is_the_one_opentelemetry_keeps(
     assert opt_in_mode() is Mode.STABLE
     monkeypatch.setenv(OPT_IN_ENV, "http/dup")
     assert opt_in_mode() is Mode.STABLE  # as OpenTelemetry's instrumentations see it
+
+
+@pytest.mark.parametrize("value", ["http", "http/dup", "database,http", None])
+def test_without_opentelemetrys_semconv_module_the_variable_is_read_by_its_rules(
+    monkeypatch: pytest.MonkeyPatch, value: str | None
+) -> None:
+    """Without ``opentelemetry.instrumentation._semconv`` (a release that renamed it: here
+    the import fails), the mode is read from the variable by OpenTelemetry's rules."""
+    monkeypatch.setitem(sys.modules, "opentelemetry.instrumentation._semconv", None)
+    if value is None:
+        monkeypatch.delenv(OPT_IN_ENV, raising=False)
+    else:
+        monkeypatch.setenv(OPT_IN_ENV, value)
+    expected = {None: Mode.OLD, "http": Mode.STABLE, "http/dup": Mode.DUP}
+    assert opt_in_mode() is expected.get(value, Mode.STABLE)  # "database,http": http
+
+
+def test_without_opentelemetrys_stability_record_the_variable_is_read_by_its_rules(
+    monkeypatch: pytest.MonkeyPatch, fresh_stability: None
+) -> None:
+    """Without the private method that answers the mode in force (the module is there, the
+    name is not), the mode is read from the variable by OpenTelemetry's rules."""
+    stability = _OpenTelemetrySemanticConventionStability
+    monkeypatch.delattr(stability, "_get_opentelemetry_stability_opt_in_mode")
+    monkeypatch.setenv(OPT_IN_ENV, "http/dup")
+    assert opt_in_mode() is Mode.DUP
+    monkeypatch.setenv(OPT_IN_ENV, "http")
+    assert opt_in_mode() is Mode.STABLE
 
 
 def test_schema_urls() -> None:
