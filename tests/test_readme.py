@@ -260,3 +260,18 @@ def test_relative_links_resolve(page: Path) -> None:
         if anchor:
             headings = re.findall(r"^#+ (.+)$", linked.read_text(), flags=re.MULTILINE)
             assert anchor in {_anchor(h) for h in headings}, f"{page.name}: {target}"
+
+
+def test_each_private_name_listed_names_tests_that_exist() -> None:
+    """docs/reference.md's list of private names names, for each, tests that exist."""
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "docs" / "reference.md").read_text(encoding="utf-8")
+    section = text.split("## Private names this library uses", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(test_\w+)`", section))
+    defined = {
+        match
+        for path in (root / "tests").glob("test_*.py")
+        for match in re.findall(r"^(?:async )?def (test_\w+)", path.read_text("utf-8"), re.M)
+    }
+    assert len(named) >= 10
+    assert named <= defined, sorted(named - defined)
